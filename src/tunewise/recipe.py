@@ -1,0 +1,311 @@
+"""The recipe: one YAML file, validated by pydantic, with torchtune-style `key=value` overrides.
+
+Every field carries its constraint and a description; the description is the recipe reference
+(`tunewise recipe-help`). All problems are collected and reported at once, each naming the field,
+the bad value, what is allowed, and where the value came from (file or override).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tunewise.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataFile(_Strict):
+    """One data file and where it came from. A plain string in the recipe is shorthand for `{path: ...}`."""
+
+    path: str = Field(description="Local .jsonl/.csv/.tsv/.parquet file, or `hf:NAME[:SPLIT]` for a Hugging Face dataset (online only).")
+    source: str | None = Field(None, description="Where the data came from (URL, repository, team, generator script).")
+    license: str | None = Field(None, description="SPDX-style licence id of the data, e.g. CC-BY-4.0. Missing licences are flagged in the cards.")
+    contains_personal_data: bool | None = Field(None, description="Whether rows may hold personal data. Unknown (null) is flagged in the cards.")
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be a non-empty path")
+        return v
+
+
+class DataConfig(_Strict):
+    """Where the labeled data lives and how rows map to text and label."""
+
+    train: DataFile = Field(description="Training data.")
+    validation: DataFile | None = Field(None, description="Validation data for early stopping; carved from train when absent.")
+    test: DataFile | None = Field(None, description="Held-out test data for evaluation; carved from train when absent.")
+    format: Literal["auto", "jsonl", "csv", "tsv", "parquet"] = Field("auto", description="File format; `auto` uses the file extension.")
+    text_field: str = Field("text", min_length=1, description="Column/key holding the input text.")
+    label_field: str = Field("label", min_length=1, description="Column/key holding the label.")
+    labels: list[str] | None = Field(None, description="Declared label set, in order. Rows with other labels are errors. Derived from train when absent.")
+    slice_fields: list[str] = Field(default_factory=list, description="Metadata columns kept with each row, for slices in evaluation.")
+    validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into validation when no validation file is given; 0 disables validation and early stopping.")
+    test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into test when no test file is given.")
+    on_error: Literal["fail", "quarantine"] = Field("fail", description="`fail`: a bad row stops the run naming file:line and field. `quarantine`: bad rows go to data/quarantine.jsonl and are counted.")
+    max_quarantine_fraction: float = Field(0.05, ge=0.0, le=1.0, description="With on_error=quarantine, fail when more than this share of a file's rows is quarantined.")
+
+    @field_validator("train", "validation", "test", mode="before")
+    @classmethod
+    def _path_shorthand(cls, v: Any) -> Any:
+        return {"path": v} if isinstance(v, (str, Path)) else v
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_str(cls, v: Any) -> Any:
+        return [str(x) for x in v] if isinstance(v, list) else v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("must list at least 2 labels")
+            dupes = sorted({x for x in v if v.count(x) > 1})
+            if dupes:
+                raise ValueError(f"must not repeat labels; repeated: {dupes}")
+        return v
+
+
+class ModelConfig(_Strict):
+    """The pre-trained base model."""
+
+    base: str = Field("minilm", min_length=1, description="A built-in name (`tunewise models`), a local Hugging Face folder, or a hub id when online.")
+    max_length: int = Field(128, ge=8, le=8192, description="Inputs are truncated to this many tokens.")
+
+
+class TrainConfig(_Strict):
+    """Fine-tuning settings (transformers Trainer underneath)."""
+
+    epochs: float = Field(8, gt=0, le=1000, description="Number of passes over the training data.")
+    lr: float = Field(1e-4, gt=0, le=1, description="Peak learning rate (AdamW, linear decay).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Examples per optimizer step, per device.")
+    eval_batch_size: int = Field(128, ge=1, le=8192, description="Examples per batch at validation and prediction time.")
+    weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
+    warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU (AMX/AVX-512 bf16) or GPU supports it, else fp32.")
+    group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
+    early_stopping_patience: int | None = Field(2, ge=1, description="Stop after this many evaluations without improvement on validation; null disables.")
+    metric_for_best_model: Literal["loss", "accuracy", "macro_f1"] = Field("macro_f1", description="Validation metric that picks the best checkpoint.")
+    checkpoint_every_steps: int | None = Field(None, ge=1, description="Evaluate and checkpoint every N steps; null means once per epoch.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is always kept).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses a GPU when there is one.")
+
+
+class EvaluateConfig(_Strict):
+    """How the fine-tuned model is scored."""
+
+    bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals and paired tests.")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
+    baselines: list[Literal["majority", "tfidf_logreg"]] = Field(default_factory=lambda: ["majority", "tfidf_logreg"], description="Baselines trained on the same train split and compared paired against the fine-tuned model.")
+    calibration_bins: int = Field(15, ge=2, le=100, description="Equal-width confidence bins for ECE and the reliability diagram.")
+
+
+class CardConfig(_Strict):
+    """Metadata for the model card."""
+
+    model_name: str | None = Field(None, description="Name shown on the card; defaults to the recipe name.")
+    language: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes of the data's languages.")
+    license: str = Field("apache-2.0", description="Licence of the fine-tuned model weights.")
+    intended_use: str = Field("", description="What the model is for, and for whom.")
+    out_of_scope_use: str = Field("", description="Uses the model is not meant for.")
+    limitations: list[str] = Field(default_factory=list, description="Known limitations, one per item.")
+    authors: str | None = Field(None, description="Who trained and maintains the model.")
+
+
+class Recipe(_Strict):
+    """A tunewise recipe: everything one run needs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Run name; the run directory is runs/<name>-<id>.")
+    task: Literal["classification"] = Field("classification", description="What is learned. `classification`: text -> label.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds every random choice: splits, initialisation, shuffling, bootstrap.")
+    output_dir: str = Field("runs", description="Folder that holds run directories.")
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    card: CardConfig = Field(default_factory=CardConfig)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "Recipe":
+        check_data_fields(self.data)
+        return self
+
+    def fingerprint(self) -> str:
+        """Short hash of the resolved recipe (output_dir excluded): the run id."""
+        payload = self.model_dump(mode="json", exclude={"output_dir"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def check_data_fields(data: DataConfig) -> None:
+    """Cross-field rule: text, label and slice columns must be distinct."""
+    names = [data.text_field, data.label_field, *data.slice_fields]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"text_field, label_field and slice_fields must be distinct columns; repeated: {dupes}")
+
+
+# ---------------------------------------------------------------- loading and overrides
+
+
+def parse_override(item: str) -> tuple[str, Any, bool]:
+    """`a.b=value` -> (path, parsed value, False); `~a.b` -> (path, None, True). Values are parsed as YAML."""
+    if item.startswith("~"):
+        return item[1:], None, True
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(f"override `{item}` must look like `section.key=value` (or `~section.key` to delete a key)")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key, value, False
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply key=value overrides to the raw recipe dict. Returns the new dict and {dotted key: override text}."""
+    out = copy.deepcopy(raw)
+    origin: dict[str, str] = {}
+    for item in overrides:
+        key, value, delete = parse_override(item)
+        parts = key.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and i == len(parts) - 2:
+                child = {"path": child}  # `data.train.license=X` on the `data.train: path` shorthand
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"override `{item}`: `{'.'.join(parts[: i + 1])}` is a value, not a section")
+            node[part] = child
+            node = child
+        if delete:
+            node.pop(parts[-1], None)
+        else:
+            node[parts[-1]] = value
+        origin[key] = item
+    return out, origin
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a YAML recipe, apply overrides, validate. Raises RecipeError listing every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of sections (name, data, model, train, ...)")
+    raw, origin = apply_overrides(raw, overrides or [])
+    return validate_recipe(raw, source=str(path), origin=origin, base_dir=path.parent)
+
+
+def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>", origin: dict[str, str] | None = None,
+                    base_dir: Path | None = None) -> Recipe:
+    origin = origin or {}
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, raw, source, origin)) from None
+    if base_dir is not None:
+        _resolve_paths(recipe, base_dir, origin)
+    return recipe
+
+
+def _resolve_paths(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> None:
+    """Paths written in the recipe file are relative to it; paths given as overrides are relative to the cwd."""
+    for split in ("train", "validation", "test"):
+        f: DataFile | None = getattr(recipe.data, split)
+        if f is None or f.path.startswith("hf:") or Path(f.path).is_absolute():
+            continue
+        from_cli = f"data.{split}" in origin or f"data.{split}.path" in origin
+        candidate = (Path.cwd() if from_cli else base_dir) / f.path
+        if not from_cli and not candidate.exists() and (Path.cwd() / f.path).exists():
+            candidate = Path.cwd() / f.path
+        f.path = str(candidate.resolve())
+
+
+def _field_info(loc: tuple[Any, ...]) -> tuple[str | None, list[str]]:
+    """Description and sibling field names for a location in the schema (for messages and suggestions)."""
+    model: Any = Recipe
+    info = None
+    for part in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or not isinstance(part, str):
+            break
+        fields = model.model_fields
+        if part not in fields:
+            return None, list(fields)
+        info = fields[part]
+        ann = info.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return (info.description if info else None), []
+
+
+def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str, origin: dict[str, str]) -> str:
+    lines = [f"{source}: the recipe has {exc.error_count()} problem(s):"]
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"function-after[_path_shorthand(), DataFile]"}))
+        # drop pydantic's union/validator tags such as 'DataFile' so the key reads as written
+        loc = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        where = f"override `{origin[dotted]}`" if dotted in origin else source
+        if err["type"] == "extra_forbidden":
+            _, siblings = _field_info(loc)
+            hint = difflib.get_close_matches(str(loc[-1]), siblings, n=1)
+            allowed = f"; did you mean `{'.'.join(map(str, loc[:-1] + (hint[0],)))}`?" if hint else (
+                f"; allowed keys here: {', '.join(siblings)}" if siblings else "")
+            lines.append(f"  - `{dotted}` is not a recipe field (from {where}){allowed}")
+            continue
+        if err["type"] == "missing":
+            desc, _ = _field_info(loc)
+            lines.append(f"  - `{dotted}` is required (from {where})" + (f": {desc}" if desc else ""))
+            continue
+        got = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - `{dotted}` {_lower_first(msg)}; got {got!r} (from {where})")
+    return "\n".join(lines)
+
+
+def _lower_first(s: str) -> str:
+    s = s.replace("Input should be", "must be").replace("input should be", "must be")
+    return s[:1].lower() + s[1:]
+
+
+def recipe_reference() -> str:
+    """Markdown table of every recipe field, generated from the schema (used by the README and `--help`)."""
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, info in model.model_fields.items():
+            ann = info.annotation
+            nested = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+            if nested is not None and nested is not DataFile:
+                walk(nested, f"{prefix}{name}.")
+                continue
+            default = "required" if info.is_required() else (
+                repr(info.default_factory()) if info.default_factory else repr(info.default))
+            type_name = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "").replace("tunewise.recipe.", "")
+            rows.append(f"| `{prefix}{name}` | `{type_name}` | `{default}` | {info.description or ''} |")
+
+    walk(Recipe, "")
+    return "\n".join(rows)

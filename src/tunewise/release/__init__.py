@@ -1,0 +1,37 @@
+"""Stage 4: the model card and the run's HTML report. Reads data/, model/, eval/; writes card/ and report.html."""
+
+import json
+from pathlib import Path
+
+from tunewise.rundir import RunDir, StageOutcome, atomic_write_text
+
+REPORT = "report.html"
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_jsonl(path: Path) -> list:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
+    from tunewise.release.model_card import build_model_card
+    from tunewise.release.report import render_report
+
+    def write(out: Path) -> str:
+        metrics = _read_json(rd.stage_dir("evaluate") / "metrics.json")
+        train_summary = _read_json(rd.stage_dir("train") / "train_summary.json")
+        data_summary = _read_json(rd.stage_dir("data") / "summary.json")
+        train_log = _read_jsonl(rd.stage_dir("train") / "train_log.jsonl")
+        model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary)
+        card_text = str(model_card)
+        atomic_write_text(out / "README.md", card_text)
+        html = render_report(rd.recipe, metrics, train_log, train_summary, data_summary, card_text)
+        atomic_write_text(rd.root / REPORT, html)
+        return f"card: wrote {out / 'README.md'} and {rd.root / REPORT}"
+
+    return rd.run_stage("card", write, upstream=["data", "train", "evaluate"], extra_outputs=[REPORT], force=force)

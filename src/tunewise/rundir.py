@@ -1,0 +1,276 @@
+"""The run directory: one subfolder per stage, atomic writes, and manifest.json (lineage).
+
+runs/<name>-<id>/
+  recipe.yaml      the fully resolved recipe
+  manifest.json    sha256 of every input and output, per stage; package versions, git revision, seed
+  data/ model/ eval/ card/   one folder per stage (data, train, evaluate, card), written only by that stage
+  report.html      the run's front page, written by the card stage
+
+A stage is skipped when it finished before and the hashes of its inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import RunDirError, VerifyError
+from tunewise.recipe import Recipe, validate_recipe
+
+MANIFEST = "manifest.json"
+RECIPE = "recipe.yaml"
+# stage name (CLI verb) -> the folder it owns
+STAGE_FOLDERS = {"data": "data", "train": "model", "evaluate": "eval", "card": "card"}
+TRACKED_PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "datasets", "scikit-learn", "scipy",
+                    "numpy", "huggingface_hub", "pydantic", "safetensors", "tokenizers")
+
+
+# ---------------------------------------------------------------- atomic writes and hashing
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should read like any other file
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_tree(folder: Path, root: Path) -> dict[str, str]:
+    """sha256 of every file under folder, keyed by path relative to root."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and not p.name.endswith(".tmp")}
+
+
+# ---------------------------------------------------------------- environment facts for lineage
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_revision() -> str | None:
+    """Commit of the tunewise checkout (with '-dirty' when it has uncommitted changes); None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    ran: bool
+    seconds: float
+    message: str
+
+
+class RunDir:
+    """A run directory and its manifest. Stages call `run_stage`; nothing else writes the manifest."""
+
+    def __init__(self, root: Path, recipe: Recipe, manifest: dict[str, Any]):
+        self.root = Path(root)
+        self.recipe = recipe
+        self.manifest = manifest
+
+    # -- opening
+    @classmethod
+    def for_recipe(cls, recipe: Recipe) -> "RunDir":
+        """Create (or reopen) runs/<name>-<fingerprint>/ for this resolved recipe."""
+        root = Path(recipe.output_dir) / f"{recipe.name}-{recipe.fingerprint()}"
+        root.mkdir(parents=True, exist_ok=True)
+        if (root / MANIFEST).exists():
+            return cls.open(root)
+        manifest = {
+            "run_id": root.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seed": recipe.seed,
+            "recipe_fingerprint": recipe.fingerprint(),
+            "recipe": recipe.model_dump(mode="json"),
+            "git_revision": git_revision(),
+            "packages": package_versions(),
+            "platform": {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count()},
+            "stages": {},
+        }
+        atomic_write_text(root / RECIPE, recipe.to_yaml())
+        rd = cls(root, recipe, manifest)
+        rd.save_manifest()
+        return rd
+
+    @classmethod
+    def open(cls, root: str | Path) -> "RunDir":
+        root = Path(root)
+        if not (root / MANIFEST).is_file():
+            raise RunDirError(f"{root} is not a tunewise run directory (no {MANIFEST}); create one with `tunewise run RECIPE`")
+        try:
+            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise RunDirError(f"{root / MANIFEST}: not valid JSON (line {exc.lineno}): the manifest was damaged") from None
+        recipe = validate_recipe(manifest["recipe"], source=str(root / MANIFEST))
+        return cls(root, recipe, manifest)
+
+    # -- paths
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / STAGE_FOLDERS.get(stage, stage)
+
+    def save_manifest(self) -> None:
+        atomic_write_json(self.root / MANIFEST, self.manifest)
+
+    def stage_record(self, stage: str) -> dict[str, Any] | None:
+        return self.manifest["stages"].get(stage)
+
+    def is_done(self, stage: str) -> bool:
+        rec = self.stage_record(stage)
+        return bool(rec and rec.get("status") == "done")
+
+    def require(self, stage: str, by: str) -> None:
+        if not self.is_done(stage):
+            raise RunDirError(f"`{by}` needs the `{stage}` stage of {self.root} to have finished; run `tunewise {stage} {self.root}` "
+                              f"or `tunewise run` first")
+
+    def outputs_of(self, *stages: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for s in stages:
+            out.update((self.stage_record(s) or {}).get("outputs", {}))
+        return out
+
+    # -- running a stage
+    def run_stage(self, stage: str, fn: Callable[[Path], str | None], *, external_inputs: Iterable[Path] = (),
+                  upstream: Iterable[str] = (), extra_outputs: Iterable[str] = (), force: bool = False,
+                  keep_existing: bool = False) -> StageOutcome:
+        """Run `fn(stage_dir)` unless it already finished with the same inputs.
+
+        external_inputs: files outside the run (data files) whose hashes decide the skip and are recorded.
+        upstream: earlier stages whose recorded outputs are this stage's inputs.
+        extra_outputs: files outside the stage folder that the stage writes (relative to the run root).
+        keep_existing: do not clear the stage folder first (used by training resume).
+        """
+        for up in upstream:
+            self.require(up, stage)
+        ext = {str(Path(p).resolve()): sha256_file(Path(p)) for p in external_inputs}
+        up_hashes = self.outputs_of(*upstream)
+        key_src = {"recipe": self.recipe.fingerprint(), "external": ext, "upstream": up_hashes}
+        inputs_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
+        rec = self.stage_record(stage)
+        folder = self.stage_dir(stage)
+        if not force and rec and rec.get("status") == "done" and rec.get("inputs_key") == inputs_key and \
+                self._outputs_intact(rec):
+            return StageOutcome(stage, False, 0.0, f"{stage}: inputs unchanged since {rec['finished']}; nothing to do")
+
+        if folder.exists() and not keep_existing:
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.manifest["stages"][stage] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                          "inputs_key": inputs_key, "external_inputs": ext}
+        # downstream stages are stale once this one reruns
+        self.save_manifest()
+        t0 = time.perf_counter()
+        message = fn(folder) or f"{stage}: done"
+        seconds = time.perf_counter() - t0
+        outputs = hash_tree(folder, self.root)
+        for rel in extra_outputs:
+            outputs[rel] = sha256_file(self.root / rel)
+        self.manifest["stages"][stage].update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              seconds=round(seconds, 2), outputs=outputs)
+        self.save_manifest()
+        return StageOutcome(stage, True, seconds, message)
+
+    def _outputs_intact(self, rec: dict[str, Any]) -> bool:
+        return all((self.root / rel).is_file() for rel in rec.get("outputs", {}))
+
+    # -- verification
+    def verify(self) -> list[str]:
+        """Re-hash every recorded input and output. Returns a list of problems (empty when all match)."""
+        problems: list[str] = []
+        for stage, rec in self.manifest["stages"].items():
+            if rec.get("status") != "done":
+                problems.append(f"{stage}: stage did not finish (status {rec.get('status')!r})")
+                continue
+            for rel, digest in rec.get("outputs", {}).items():
+                p = self.root / rel
+                if not p.is_file():
+                    problems.append(f"{rel}: missing (recorded by stage {stage})")
+                elif sha256_file(p) != digest:
+                    problems.append(f"{rel}: modified (sha256 differs from the one recorded by stage {stage})")
+            for path, digest in rec.get("external_inputs", {}).items():
+                p = Path(path)
+                if not p.is_file():
+                    problems.append(f"{path}: input of stage {stage} is missing")
+                elif sha256_file(p) != digest:
+                    problems.append(f"{path}: input of stage {stage} changed since the run")
+        recorded = {rel for rec in self.manifest["stages"].values() for rel in rec.get("outputs", {})}
+        for stage in self.manifest["stages"]:
+            folder = self.stage_dir(stage)
+            if folder.is_dir():
+                for p in folder.rglob("*"):
+                    rel = str(p.relative_to(self.root))
+                    if p.is_file() and rel not in recorded and not p.name.endswith(".tmp"):
+                        problems.append(f"{rel}: not recorded in the manifest (added after the run)")
+        return problems
+
+
+def verify_run(root: str | Path) -> int:
+    """Raise VerifyError listing every mismatch; return the number of files checked."""
+    rd = RunDir.open(root)
+    problems = rd.verify()
+    if problems:
+        raise VerifyError(f"{rd.root}: {len(problems)} artifact(s) do not match manifest.json:\n  - " + "\n  - ".join(problems))
+    return sum(len(r.get("outputs", {})) + len(r.get("external_inputs", {})) for r in rd.manifest["stages"].values())
