@@ -94,6 +94,12 @@ def _download(hub_id: str) -> Path:
     return _check_folder(Path(folder), hub_id)
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The files that define a model (config, weights, tokenizer): the train stage's recorded inputs."""
+    keep = (".json", ".safetensors", ".txt", ".model")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in keep)
+
+
 def describe_builtin_models() -> list[dict[str, str]]:
     rows = []
     for b in BUILTIN_MODELS.values():

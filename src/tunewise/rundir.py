@@ -151,6 +151,7 @@ class RunDir:
             "stages": {},
         }
         atomic_write_text(root / RECIPE, recipe.to_yaml())
+        manifest["recipe_sha256"] = sha256_file(root / RECIPE)
         rd = cls(root, recipe, manifest)
         rd.save_manifest()
         return rd
@@ -240,6 +241,11 @@ class RunDir:
     def verify(self) -> list[str]:
         """Re-hash every recorded input and output. Returns a list of problems (empty when all match)."""
         problems: list[str] = []
+        recipe_file = self.root / RECIPE
+        if not recipe_file.is_file():
+            problems.append(f"{RECIPE}: missing")
+        elif sha256_file(recipe_file) != self.manifest.get("recipe_sha256"):
+            problems.append(f"{RECIPE}: modified (sha256 differs from manifest.json)")
         for stage, rec in self.manifest["stages"].items():
             if rec.get("status") != "done":
                 problems.append(f"{stage}: stage did not finish (status {rec.get('status')!r})")
@@ -273,4 +279,4 @@ def verify_run(root: str | Path) -> int:
     problems = rd.verify()
     if problems:
         raise VerifyError(f"{rd.root}: {len(problems)} artifact(s) do not match manifest.json:\n  - " + "\n  - ".join(problems))
-    return sum(len(r.get("outputs", {})) + len(r.get("external_inputs", {})) for r in rd.manifest["stages"].values())
+    return 1 + sum(len(r.get("outputs", {})) + len(r.get("external_inputs", {})) for r in rd.manifest["stages"].values())

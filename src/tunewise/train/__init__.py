@@ -4,11 +4,15 @@ from tunewise.rundir import RunDir, StageOutcome
 
 
 def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutcome:
+    from tunewise.models import resolve_base_model, weight_files
     from tunewise.train.classification import train_classifier
 
     rec = rd.stage_record("train")
     interrupted = bool(rec and rec.get("status") == "running")
     outcome = rd.run_stage("train", lambda out: train_classifier(rd.recipe, rd.stage_dir("data"), out,
                                                                  resume=resume and interrupted),
+                           external_inputs=weight_files(resolve_base_model(rd.recipe.model.base).path),
                            upstream=["data"], force=force, keep_existing=resume and interrupted)
+    if interrupted and not resume and outcome.ran:
+        outcome.message += " (the previous training was interrupted and restarted from scratch; --resume continues it)"
     return outcome

@@ -1,0 +1,303 @@
+"""The run directory: atomic writes, stage skipping by input hashes, and `verify` (tiny fake stages, no models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunewise.errors import RunDirError, VerifyError
+from tunewise.recipe import validate_recipe
+from tunewise.rundir import (
+    MANIFEST,
+    RECIPE,
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    sha256_file,
+    verify_run,
+)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith(".tmp") or p.name.startswith("."))
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+def test_atomic_writes_leave_no_temp_files_and_are_readable(tmp_path):
+    atomic_write_bytes(tmp_path / "a.bin", b"\x00\x01")
+    atomic_write_text(tmp_path / "sub" / "b.txt", "héllo\n")  # creates the folder
+    atomic_write_json(tmp_path / "c.json", {"x": [1, 2], "é": "ü"})
+    atomic_write_jsonl(tmp_path / "d.jsonl", [{"i": i} for i in range(3)])
+    assert leftovers(tmp_path) == []
+    assert (tmp_path / "a.bin").read_bytes() == b"\x00\x01"
+    assert (tmp_path / "sub" / "b.txt").read_text(encoding="utf-8") == "héllo\n"
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8")) == {"x": [1, 2], "é": "ü"}
+    assert [json.loads(x) for x in (tmp_path / "d.jsonl").read_text().splitlines()] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    expected_mode = 0o666 & ~current_umask()
+    for name in ("a.bin", "sub/b.txt", "c.json", "d.jsonl"):
+        mode = stat.S_IMODE((tmp_path / name).stat().st_mode)
+        assert mode == expected_mode, f"{name}: mode {oct(mode)}, expected {oct(expected_mode)} (not mkstemp's 0600)"
+        assert mode & stat.S_IRGRP, f"{name} should be group-readable"
+
+
+def test_atomic_write_replaces_and_a_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+    atomic_write_text(target, "new")
+    assert target.read_text() == "new"
+    with pytest.raises(TypeError):
+        atomic_write_bytes(target, "not bytes")  # type: ignore[arg-type]  # fails half-way, inside the write
+    assert target.read_text() == "new"
+    assert leftovers(tmp_path) == []
+
+
+def test_sha256_file(tmp_path):
+    p = tmp_path / "x"
+    p.write_bytes(b"abc")
+    assert sha256_file(p) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+# ---------------------------------------------------------------- stages
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    p = tmp_path / "input.txt"
+    p.write_text("first version\n", encoding="utf-8")
+    return p
+
+
+@pytest.fixture
+def rd(tmp_path, inputs) -> RunDir:
+    recipe = validate_recipe({"name": "fake", "output_dir": str(tmp_path / "runs"), "data": {"train": str(inputs)}})
+    return RunDir.for_recipe(recipe)
+
+
+class FakeStage:
+    """Copies the input file upper-cased into the stage folder and counts its calls."""
+
+    def __init__(self, src: Path, name: str = "out.txt"):
+        self.src, self.name, self.calls = src, name, 0
+
+    def __call__(self, out: Path) -> str:
+        self.calls += 1
+        atomic_write_text(out / self.name, self.src.read_text(encoding="utf-8").upper())
+        atomic_write_json(out / "nested" / "info.json", {"calls": self.calls})
+        return f"fake: wrote {self.name}"
+
+
+def test_new_run_directory_layout(rd, tmp_path):
+    assert rd.root.parent == tmp_path / "runs"
+    assert rd.root.name == f"fake-{rd.recipe.fingerprint()}"
+    manifest = json.loads((rd.root / MANIFEST).read_text())
+    assert manifest["run_id"] == rd.root.name
+    assert manifest["recipe"] == rd.recipe.model_dump(mode="json")
+    assert manifest["seed"] == 42 and manifest["stages"] == {}
+    assert "git_revision" in manifest and "torch" in manifest["packages"]
+    assert validate_recipe(yaml.safe_load((rd.root / RECIPE).read_text())) == rd.recipe
+
+
+def test_same_recipe_reopens_the_same_run_directory(rd, inputs):
+    rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+    again = RunDir.for_recipe(rd.recipe)
+    assert again.root == rd.root and again.is_done("data")
+
+
+def test_stage_is_skipped_when_inputs_are_unchanged(rd, inputs):
+    fn = FakeStage(inputs)
+    first = rd.run_stage("data", fn, external_inputs=[inputs])
+    assert first.ran and first.message == "fake: wrote out.txt"
+    assert (rd.root / "data" / "out.txt").read_text() == "FIRST VERSION\n"
+    record = rd.stage_record("data")
+    assert record["status"] == "done"
+    assert record["external_inputs"] == {str(inputs.resolve()): sha256_file(inputs)}
+    assert set(record["outputs"]) == {"data/out.txt", "data/nested/info.json"}
+
+    os.utime(inputs, (1, 1))  # a new mtime alone is not a change
+    second = RunDir.open(rd.root).run_stage("data", fn, external_inputs=[inputs])
+    assert not second.ran
+    assert "nothing to do" in second.message and "inputs unchanged" in second.message
+    assert fn.calls == 1
+
+
+def test_stage_reruns_when_an_external_input_changes(rd, inputs):
+    fn = FakeStage(inputs)
+    rd.run_stage("data", fn, external_inputs=[inputs])
+    inputs.write_text("second version\n", encoding="utf-8")
+    outcome = rd.run_stage("data", fn, external_inputs=[inputs])
+    assert outcome.ran and fn.calls == 2
+    assert (rd.root / "data" / "out.txt").read_text() == "SECOND VERSION\n"
+    assert rd.stage_record("data")["external_inputs"][str(inputs.resolve())] == sha256_file(inputs)
+
+
+def test_force_reruns(rd, inputs):
+    fn = FakeStage(inputs)
+    rd.run_stage("data", fn, external_inputs=[inputs])
+    assert rd.run_stage("data", fn, external_inputs=[inputs], force=True).ran
+    assert fn.calls == 2
+
+
+def test_stage_reruns_when_an_output_went_missing(rd, inputs):
+    fn = FakeStage(inputs)
+    rd.run_stage("data", fn, external_inputs=[inputs])
+    (rd.root / "data" / "out.txt").unlink()
+    assert rd.run_stage("data", fn, external_inputs=[inputs]).ran
+    assert (rd.root / "data" / "out.txt").is_file()
+
+
+def test_rerun_clears_the_stage_folder(rd, inputs):
+    rd.run_stage("data", FakeStage(inputs, "old.txt"), external_inputs=[inputs])
+    rd.run_stage("data", FakeStage(inputs, "new.txt"), external_inputs=[inputs], force=True)
+    assert not (rd.root / "data" / "old.txt").exists()
+    assert "data/old.txt" not in rd.stage_record("data")["outputs"]
+
+
+def test_downstream_stage_reruns_when_upstream_outputs_change(rd, inputs):
+    up = FakeStage(inputs)
+    down_calls = []
+
+    def down(out: Path) -> None:
+        down_calls.append(1)
+        text = (rd.stage_dir("data") / "out.txt").read_text()
+        atomic_write_text(out / "len.txt", str(len(text)))
+
+    rd.run_stage("data", up, external_inputs=[inputs])
+    rd.run_stage("train", down, upstream=["data"])
+    assert (rd.root / "model" / "len.txt").is_file()  # the train stage owns model/
+    assert not rd.run_stage("train", down, upstream=["data"]).ran
+    inputs.write_text("a longer second version\n", encoding="utf-8")
+    assert rd.run_stage("data", up, external_inputs=[inputs]).ran
+    assert rd.run_stage("train", down, upstream=["data"]).ran
+    assert len(down_calls) == 2
+
+
+def test_stage_needs_its_upstream_stage(rd):
+    with pytest.raises(RunDirError, match=r"`evaluate` needs the `train` stage .* to have finished"):
+        rd.run_stage("evaluate", lambda out: None, upstream=["train"])
+
+
+def test_a_failed_stage_stays_running_in_the_manifest(rd, inputs):
+    def boom(out: Path) -> None:
+        atomic_write_text(out / "partial.txt", "half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        rd.run_stage("data", boom, external_inputs=[inputs])
+    reopened = RunDir.open(rd.root)
+    assert reopened.stage_record("data")["status"] == "running"
+    assert not reopened.is_done("data")
+    with pytest.raises(VerifyError, match="data: stage did not finish"):
+        verify_run(rd.root)
+
+
+def test_extra_outputs_outside_the_stage_folder_are_recorded(rd, inputs):
+    def write(out: Path) -> None:
+        atomic_write_text(out / "README.md", "card")
+        atomic_write_text(rd.root / "report.html", "<html></html>")
+
+    rd.run_stage("card", write, extra_outputs=["report.html"])
+    assert rd.stage_record("card")["outputs"]["report.html"] == sha256_file(rd.root / "report.html")
+
+
+# ---------------------------------------------------------------- verify
+
+
+@pytest.fixture
+def finished(rd, inputs) -> RunDir:
+    rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+    rd.run_stage("train", FakeStage(rd.root / "data" / "out.txt", "model.txt"), upstream=["data"])
+    return rd
+
+
+def verify_problems(root: Path) -> str:
+    with pytest.raises(VerifyError) as exc:
+        verify_run(root)
+    assert exc.value.exit_code == 1
+    return str(exc.value)
+
+
+def test_verify_passes_on_an_intact_run(finished, inputs):
+    assert finished.verify() == []
+    # at least the 2 outputs per stage and the external input (recipe.yaml may be counted too)
+    assert verify_run(finished.root) >= 5
+
+
+def test_verify_reports_a_modified_file(finished):
+    with open(finished.root / "data" / "out.txt", "ab") as fh:
+        fh.write(b"!")
+    text = verify_problems(finished.root)
+    assert "1 artifact(s) do not match" in text
+    assert "data/out.txt: modified" in text and "stage data" in text
+
+
+def test_verify_reports_a_missing_file(finished):
+    (finished.root / "model" / "nested" / "info.json").unlink()
+    assert "model/nested/info.json: missing (recorded by stage train)" in verify_problems(finished.root)
+
+
+def test_verify_reports_an_added_file(finished):
+    (finished.root / "model" / "extra.bin").write_bytes(b"x")
+    assert "model/extra.bin: not recorded in the manifest" in verify_problems(finished.root)
+
+
+def test_verify_reports_a_changed_external_input(finished, inputs):
+    inputs.write_text("edited after the run\n", encoding="utf-8")
+    text = verify_problems(finished.root)
+    assert f"{inputs.resolve()}: input of stage data changed since the run" in text
+
+
+def test_verify_reports_a_deleted_external_input(finished, inputs):
+    inputs.unlink()
+    assert f"{inputs.resolve()}: input of stage data is missing" in verify_problems(finished.root)
+
+
+def test_verify_lists_every_problem(finished, inputs):
+    with open(finished.root / "data" / "out.txt", "ab") as fh:
+        fh.write(b"!")
+    (finished.root / "model" / "model.txt").unlink()
+    (finished.root / "data" / "added.txt").write_text("x")
+    inputs.write_text("changed\n")
+    text = verify_problems(finished.root)
+    assert "4 artifact(s) do not match" in text
+    for words in ("data/out.txt: modified", "model/model.txt: missing", "data/added.txt: not recorded",
+                  "changed since the run"):
+        assert words in text
+
+
+@pytest.mark.xfail(strict=True, reason="src bug: run_stage says 'downstream stages are stale once this one reruns' "
+                                       "but neither marks them stale nor records the upstream hashes they used, so "
+                                       "verify passes a run whose train outputs came from data that was since redone")
+def test_verify_flags_a_downstream_stage_built_from_replaced_upstream_outputs(finished, inputs):
+    inputs.write_text("new data\n", encoding="utf-8")
+    assert finished.run_stage("data", FakeStage(inputs), external_inputs=[inputs]).ran  # train not rerun
+    with pytest.raises(VerifyError, match="train"):
+        verify_run(finished.root)
+
+
+def test_open_and_verify_need_a_run_directory(tmp_path):
+    for root in (tmp_path, tmp_path / "does-not-exist"):
+        with pytest.raises(RunDirError, match="is not a tunewise run directory"):
+            RunDir.open(root)
+        with pytest.raises(RunDirError, match="is not a tunewise run directory"):
+            verify_run(root)
+
+
+def test_damaged_manifest_is_a_clear_error(finished):
+    (finished.root / MANIFEST).write_text("{not json", encoding="utf-8")
+    with pytest.raises(RunDirError, match="not valid JSON .*damaged"):
+        RunDir.open(finished.root)
