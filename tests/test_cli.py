@@ -72,11 +72,7 @@ def test_recipe_reference_command(tunewise):
         assert key in proc.stdout
 
 
-CLICK_BUG = ("src bug: cli.main catches click.ClickException / click.exceptions.Abort, but typer 0.29 vendors its "
-             "own click (typer._click), so usage errors escape as a Python traceback with exit status 1")
 
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLICK_BUG)
 @pytest.mark.parametrize("args, words", [
     ([], "Usage"),
     (["fly"], "No such command 'fly'"),
@@ -179,9 +175,6 @@ def test_csv_without_a_header_row(tunewise, workdir):
     assert_failed_before_any_model(proc, workdir)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: RunDir.run_stage hashes external_inputs (sha256_file) before the data stage runs, "
-                          "so a missing data file is a FileNotFoundError traceback, not the reader's DataError")
 def test_missing_data_file(tunewise, workdir):
     proc = tunewise("run", "recipe.yaml", "data.train=nowhere.jsonl", cwd=workdir)
     assert_failed(proc, "nowhere.jsonl", "does not exist")
@@ -281,8 +274,6 @@ def test_stage_command_before_its_upstream_stage(tunewise, fresh_run):
     assert_failed(proc, "`card` needs the `data` stage", str(fresh_run), "`tunewise run`")
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: RunDir.require suggests `tunewise data RUN` for a missing data "
-                                       "stage, but the CLI has no `data` command")
 def test_the_suggested_command_exists(tunewise, fresh_run):
     err = tunewise("card", fresh_run).stderr
     for command in re.findall(r"`tunewise ([a-z-]+)", err):
@@ -292,10 +283,6 @@ def test_the_suggested_command_exists(tunewise, fresh_run):
 # ---------------------------------------------------------------- Ctrl-C
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: typer turns KeyboardInterrupt into Exit(130), which app(standalone_mode=False) "
-                          "returns instead of raising; cli.main ignores the return value, so Ctrl-C during training "
-                          "exits with status 0 and without the 'rerun with --resume' hint")
 def test_ctrl_c_during_training_exits_130_with_a_resume_hint(make_recipe, cli_env):
     recipe = make_recipe("interrupt")
     proc = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(recipe)], env=cli_env,

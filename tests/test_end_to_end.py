@@ -306,10 +306,6 @@ def test_kill_9_during_training_then_resume(make_recipe, tunewise, cli_env, json
     assert tunewise("verify", root).returncode == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="src bug: train_classifier resumes from transformers' get_last_checkpoint, the highest-"
-                          "numbered checkpoint folder even when a kill -9 interrupted its writing (no "
-                          "trainer_state.json), so --resume crashes with FileNotFoundError")
 def test_resume_skips_a_checkpoint_that_was_half_written_when_killed(make_recipe, tunewise, cli_env, tmp_path):
     recipe = make_recipe("resume_partial")
     root = start_and_kill_at_first_checkpoint(recipe, RESUME_OVERRIDES, cli_env, tmp_path / "killed.log")

@@ -279,9 +279,6 @@ def test_verify_lists_every_problem(finished, inputs):
         assert words in text
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: run_stage says 'downstream stages are stale once this one reruns' "
-                                       "but neither marks them stale nor records the upstream hashes they used, so "
-                                       "verify passes a run whose train outputs came from data that was since redone")
 def test_verify_flags_a_downstream_stage_built_from_replaced_upstream_outputs(finished, inputs):
     inputs.write_text("new data\n", encoding="utf-8")
     assert finished.run_stage("data", FakeStage(inputs), external_inputs=[inputs]).ran  # train not rerun

@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+
+try:  # typer >= 0.20 bundles its own click; its exceptions are the ones raised
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions
 
 from tunewise.errors import TunewiseError
 
@@ -96,20 +100,22 @@ def main() -> None:
     # offline by default: nothing is fetched from a hub unless the user opts in with HF_HUB_OFFLINE=0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    interrupted = "interrupted; rerun with --resume to continue training from the last checkpoint"
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except TunewiseError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; rerun with --resume to continue training from the last checkpoint", err=True)
+    except (KeyboardInterrupt, typer.Abort):
+        typer.echo(interrupted, err=True)
         sys.exit(130)
+    if rc == 130:  # typer turns Ctrl-C inside a command into a return value of 130
+        typer.echo(interrupted, err=True)
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,11 @@ class DataConfig(_Strict):
     def _labels_as_str(cls, v: Any) -> Any:
         return [str(x) for x in v] if isinstance(v, list) else v
 
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> "DataConfig":
+        check_data_fields(self)
+        return self
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, v: list[str] | None) -> list[str] | None:
@@ -137,11 +142,6 @@ class Recipe(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     card: CardConfig = Field(default_factory=CardConfig)
 
-    @model_validator(mode="after")
-    def _cross_field(self) -> "Recipe":
-        check_data_fields(self.data)
-        return self
-
     def fingerprint(self) -> str:
         """Short hash of the resolved recipe (output_dir excluded): the run id."""
         payload = self.model_dump(mode="json", exclude={"output_dir"})
@@ -164,11 +164,12 @@ def check_data_fields(data: DataConfig) -> None:
 
 def parse_override(item: str) -> tuple[str, Any, bool]:
     """`a.b=value` -> (path, parsed value, False); `~a.b` -> (path, None, True). Values are parsed as YAML."""
-    if item.startswith("~"):
-        return item[1:], None, True
-    key, sep, raw = item.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
+    delete = item.startswith("~")
+    key, sep, raw = item[1:].partition("=") if delete else item.partition("=")
+    if (delete and sep) or (not delete and not sep) or not key or any(not part for part in key.split(".")):
         raise RecipeError(f"override `{item}` must look like `section.key=value` (or `~section.key` to delete a key)")
+    if delete:
+        return key, None, True
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -186,7 +187,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> tuple[dict[str
         node = out
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if isinstance(child, str) and i == len(parts) - 2:
+            if isinstance(child, str) and parts[:i] == ["data"] and part in ("train", "validation", "test"):
                 child = {"path": child}  # `data.train.license=X` on the `data.train: path` shorthand
             if child is None:
                 child = {}
@@ -264,11 +265,10 @@ def _field_info(loc: tuple[Any, ...]) -> tuple[str | None, list[str]]:
 def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str, origin: dict[str, str]) -> str:
     lines = [f"{source}: the recipe has {exc.error_count()} problem(s):"]
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in {"function-after[_path_shorthand(), DataFile]"}))
-        # drop pydantic's union/validator tags such as 'DataFile' so the key reads as written
-        loc = tuple(p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p)))
+        # drop pydantic's validator tags such as 'function-after[...]' so the key reads as written
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
-        where = f"override `{origin[dotted]}`" if dotted in origin else source
+        where = _blame(loc, origin, source)
         if err["type"] == "extra_forbidden":
             _, siblings = _field_info(loc)
             hint = difflib.get_close_matches(str(loc[-1]), siblings, n=1)
@@ -281,9 +281,20 @@ def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: s
             lines.append(f"  - `{dotted}` is required (from {where})" + (f": {desc}" if desc else ""))
             continue
         got = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - `{dotted}` {_lower_first(msg)}; got {got!r} (from {where})")
+        msg = _lower_first(err["msg"].removeprefix("Value error, "))
+        shown = "" if isinstance(got, dict) else f"; got {got!r}"  # a whole section is noise, the message names the keys
+        lines.append(f"  - `{dotted}` {msg}{shown} (from {where})")
     return "\n".join(lines)
+
+
+def _blame(loc: tuple[Any, ...], origin: dict[str, str], source: str) -> str:
+    """The override that set this key or a section above it (`data.train=x` sets `data.train.path`), else the file."""
+    for n in range(len(loc), 0, -1):
+        key = ".".join(str(p) for p in loc[:n])
+        if key in origin:
+            return f"override `{origin[key]}`"
+    below = [item for key, item in origin.items() if key.startswith(".".join(map(str, loc)) + ".")] if loc else []
+    return f"override `{below[0]}`" if below else source
 
 
 def _lower_first(s: str) -> str:
@@ -305,7 +316,8 @@ def recipe_reference() -> str:
             default = "required" if info.is_required() else (
                 repr(info.default_factory()) if info.default_factory else repr(info.default))
             type_name = ann.__name__ if isinstance(ann, type) else str(ann).replace("typing.", "").replace("tunewise.recipe.", "")
-            rows.append(f"| `{prefix}{name}` | `{type_name}` | `{default}` | {info.description or ''} |")
+            cells = [f"`{prefix}{name}`", f"`{type_name}`", f"`{default}`", info.description or ""]
+            rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
 
     walk(Recipe, "")
     return "\n".join(rows)

@@ -184,8 +184,8 @@ class RunDir:
 
     def require(self, stage: str, by: str) -> None:
         if not self.is_done(stage):
-            raise RunDirError(f"`{by}` needs the `{stage}` stage of {self.root} to have finished; run `tunewise {stage} {self.root}` "
-                              f"or `tunewise run` first")
+            how = "`tunewise run RECIPE`" if stage == "data" else f"`tunewise {stage} {self.root}` or `tunewise run RECIPE`"
+            raise RunDirError(f"`{by}` needs the `{stage}` stage of {self.root} to have finished; run {how} first")
 
     def outputs_of(self, *stages: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -206,7 +206,8 @@ class RunDir:
         """
         for up in upstream:
             self.require(up, stage)
-        ext = {str(Path(p).resolve()): sha256_file(Path(p)) for p in external_inputs}
+        # a missing input is left for the stage itself to report, with its own clear message
+        ext = {str(Path(p).resolve()): sha256_file(Path(p)) for p in external_inputs if Path(p).is_file()}
         up_hashes = self.outputs_of(*upstream)
         key_src = {"recipe": self.recipe.fingerprint(), "external": ext, "upstream": up_hashes}
         inputs_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
@@ -220,8 +221,8 @@ class RunDir:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.manifest["stages"][stage] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                          "inputs_key": inputs_key, "external_inputs": ext}
-        # downstream stages are stale once this one reruns
+                                          "inputs_key": inputs_key, "external_inputs": ext,
+                                          "upstream": {s: self.outputs_of(s) for s in upstream}}
         self.save_manifest()
         t0 = time.perf_counter()
         message = fn(folder) or f"{stage}: done"
@@ -256,6 +257,10 @@ class RunDir:
                     problems.append(f"{rel}: missing (recorded by stage {stage})")
                 elif sha256_file(p) != digest:
                     problems.append(f"{rel}: modified (sha256 differs from the one recorded by stage {stage})")
+            for up, hashes in rec.get("upstream", {}).items():
+                if hashes != self.outputs_of(up):
+                    problems.append(f"{stage}: built from an earlier run of stage {up}, which has rerun since; "
+                                    f"rerun `tunewise run` to bring {stage} up to date")
             for path, digest in rec.get("external_inputs", {}).items():
                 p = Path(path)
                 if not p.is_file():

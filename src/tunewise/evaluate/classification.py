@@ -47,6 +47,31 @@ def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Reci
     return {"metrics": metrics, "calibration": {"ece": ece, "brier": brier_score(y, probs), "bins": bins}}
 
 
+MISSING_SLICE_VALUE = "(missing)"
+
+
+def slice_accuracy(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, fields: list[str],
+                   recipe: Recipe) -> dict[str, Any]:
+    """Accuracy with a bootstrap CI for each value of each slice field, and the largest gap between values."""
+    cfg = recipe.evaluate
+    out: dict[str, Any] = {}
+    for field in fields:
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(rows):
+            value = r.meta.get(field)
+            groups.setdefault(MISSING_SLICE_VALUE if value is None else str(value), []).append(i)
+        values = {}
+        for value, idx in sorted(groups.items()):
+            yi, pi = y[idx], preds[idx]
+            acc = (bootstrap_ci(yi, pi, "accuracy", n_classes=n_classes,
+                                n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
+                   if len(idx) >= 2 else {"value": float((yi == pi).mean()), "ci_low": None, "ci_high": None})
+            values[value] = {"n": len(idx), "accuracy": acc}
+        accs = [v["accuracy"]["value"] for v in values.values()]
+        out[field] = {"values": values, "accuracy_gap": float(max(accs) - min(accs)) if accs else None}
+    return out
+
+
 def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
     labels = load_labels(data_dir)
     label2id = {label: i for i, label in enumerate(labels)}
@@ -98,6 +123,7 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
                     sklearn=metadata.version("scikit-learn"), scipy=metadata.version("scipy"))
     metrics = {"task": "classification", "n_test": len(test_rows), "labels": labels, "signature": sig,
                "models": models, "comparisons": comparisons, "per_class": per_class,
+               "slices": slice_accuracy(test_rows, y, ft_pred, k, recipe.data.slice_fields, recipe),
                "confusion_matrix": confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()}
     atomic_write_json(out / "metrics.json", metrics)
 

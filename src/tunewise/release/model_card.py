@@ -209,6 +209,7 @@ def render_card_body(recipe: Recipe, metrics: dict[str, Any], train_summary: dic
         "comparisons": tables.comparison_rows(metrics),
         "calibration": tables.calibration_rows(metrics),
         "per_class": tables.per_class_rows(metrics),
+        "slices": tables.slice_rows(metrics),
         "bootstrap": _bootstrap_words(metrics),
         "limitations": list(recipe.card.limitations),
         "auto_limitations": auto_limitations(metrics, splits),

@@ -57,6 +57,7 @@ def render_report(recipe: Recipe, metrics: dict[str, Any], train_log: list[dict[
         "comparisons": tables.comparison_rows(metrics),
         "calibration": tables.calibration_rows(metrics),
         "per_class": tables.per_class_rows(metrics),
+        "slices": tables.slice_rows(metrics),
         "splits": splits,
         "data_warnings": tables.data_warnings(splits),
         "training": training_rows(recipe, train_summary, markdown=False),

@@ -113,6 +113,19 @@ def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def slice_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Fine-tuned accuracy per slice value, grouped by field; each field's largest gap on its first row."""
+    rows = []
+    for field, info in (metrics.get("slices") or {}).items():
+        gap = (info or {}).get("accuracy_gap")
+        for i, (value, v) in enumerate(((info or {}).get("values") or {}).items()):
+            acc = (v or {}).get("accuracy") or {}
+            rows.append({"field": field, "value": value, "n": (v or {}).get("n", "—"), "accuracy_s": fmt(acc.get("value")),
+                         "ci_s": f"{fmt(acc.get('ci_low'))}–{fmt(acc.get('ci_high'))}" if acc.get("ci_low") is not None
+                         else "—", "gap_s": fmt(gap) if i == 0 else ""})
+    return rows
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, str]:
     """The fine-tuned model's numbers as 'value (CI lo–hi)' strings, keyed by metric label."""
     ft = ((metrics.get("models") or {}).get(FINE_TUNED) or {}).get("metrics") or {}

@@ -23,6 +23,22 @@ from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_
 from tunewise.tasks.classification import encode, load_model, load_tokenizer, trainer_metrics
 
 
+def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
+    """Newest checkpoint that was fully written: a kill during saving leaves one without a readable trainer_state."""
+    if not ckpt_dir.is_dir():
+        return None
+    candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for folder in candidates:
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if any(folder.glob("*.safetensors")) and (folder / "optimizer.pt").is_file():
+            return str(folder)
+    return None
+
+
 def _callbacks(out: Path, patience: int | None, has_validation: bool):
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback, TrainerCallback
@@ -55,7 +71,6 @@ def _callbacks(out: Path, patience: int | None, has_validation: bool):
 
 def train_classifier(recipe: Recipe, data_dir: Path, out: Path, *, resume: bool = False) -> str:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     cfg = recipe.train
     labels = load_labels(data_dir)
@@ -76,7 +91,7 @@ def train_classifier(recipe: Recipe, data_dir: Path, out: Path, *, resume: bool 
                            recipe.model.max_length)
 
     ckpt_dir = out / "checkpoints"
-    resume_from = get_last_checkpoint(str(ckpt_dir)) if resume and ckpt_dir.is_dir() else None
+    resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
     if not resume:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     by_steps = cfg.checkpoint_every_steps is not None
@@ -122,8 +137,7 @@ def train_classifier(recipe: Recipe, data_dir: Path, out: Path, *, resume: bool 
     trainer.save_model(str(out))  # best model (load_best_model_at_end) as safetensors + tokenizer
     atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
     state = trainer.state
-    atomic_write_jsonl(out / "train_log.jsonl",
-                       [{"step": e.get("step"), "epoch": e.get("epoch"), **e} for e in state.log_history])
+    atomic_write_jsonl(out / "train_log.jsonl", state.log_history)  # complete, including before a resume
     examples_seen = result.metrics.get("train_samples_per_second", 0) * result.metrics.get("train_runtime", 0)
     train_only = max(wall - timer.eval_seconds, 1e-9)
     summary = {
