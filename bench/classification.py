@@ -164,6 +164,19 @@ def score(res: dict, seed: int) -> dict:
             for m in ("accuracy", "macro_f1")}
 
 
+def paired(a: dict, b: dict, seed: int) -> dict:
+    """Paired bootstrap of accuracy, tunewise minus a baseline, on the same test rows (same label order)."""
+    from tunewise.evaluate.stats import paired_bootstrap
+
+    if sorted(a["y_true"]) != sorted(b["y_true"]):
+        raise SystemExit("the systems were scored on different test sets")
+    # the HF baselines return label_ids in test order (no length grouping at predict time); tunewise writes test order
+    if a["y_true"] != b["y_true"]:
+        raise SystemExit("test rows are in a different order; cannot pair")
+    return paired_bootstrap(np.array(a["y_true"]), np.array(a["y_pred"]), np.array(b["y_pred"]), "accuracy",
+                            n_classes=a["n_classes"], n_resamples=1000, seed=seed)
+
+
 def fmt_ci(m: dict | None) -> str:
     if m is None:
         return "not trained to the end (see notes)"
@@ -199,9 +212,10 @@ def main() -> None:
             write_jsonl(work / "train.jsonl", train)
             write_jsonl(work / "test.jsonl", test)
             entry = {"train_rows": len(train), "test_rows": len(test), **cfg, "systems": {}}
+            raw = {}
             for system in args.systems.split(","):
                 print(f"[{name}] {system} ...", flush=True)
-                res = run_system(system, work, cfg)
+                res = raw[system] = run_system(system, work, cfg)
                 entry["systems"][system] = {
                     "train_examples_per_second": res["examples"] / res["train_seconds"],
                     "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"],
@@ -213,6 +227,8 @@ def main() -> None:
             for system, s in entry["systems"].items():
                 if tw:
                     s["speedup_of_tunewise"] = tw["train_examples_per_second"] / s["train_examples_per_second"]
+                if tw and system != "tunewise" and raw[system].get("y_true") is not None:
+                    s["tunewise_minus_this"] = paired(raw["tunewise"], raw[system], args.seed)
             results["datasets"][name] = entry
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -223,16 +239,23 @@ def main() -> None:
         update_docs(Path(args.docs), table, results["command"])
 
 
+def fmt_paired(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return f"{100 * d['diff']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}], p={d['p_value']:.3f}"
+
+
 def markdown_table(results: dict) -> str:
-    lines = ["| dataset | system | precision | train ex/s | tunewise speed-up | accuracy % [95% CI] | macro-F1 % [95% CI] | peak RSS MB |",
-             "|---|---|---|---:|---:|---|---|---:|"]
+    lines = ["| dataset | system | precision | train ex/s | tunewise speed-up | accuracy % [95% CI] | macro-F1 % [95% CI] "
+             "| tunewise − this, accuracy pts [95% CI], p | peak RSS MB |",
+             "|---|---|---|---:|---:|---|---|---|---:|"]
     for name, entry in results["datasets"].items():
         for system, s in entry["systems"].items():
             steps = f" ({s['steps_only']} steps)" if s.get("steps_only") else ""
             lines.append(f"| {name} ({entry['train_rows']:,} train, {entry['test_rows']:,} test, {entry['epochs']:g} ep) "
                          f"| {system}{steps} | {s['precision']} | {s['train_examples_per_second']:.1f} "
                          f"| {s.get('speedup_of_tunewise', float('nan')):.2f}x | {fmt_ci(s['accuracy'])} "
-                         f"| {fmt_ci(s['macro_f1'])} | {s['peak_rss_mb']:.0f} |")
+                         f"| {fmt_ci(s['macro_f1'])} | {fmt_paired(s.get('tunewise_minus_this'))} | {s['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 

@@ -271,7 +271,7 @@ def fresh_run(workdir, monkeypatch) -> Path:
 def test_stage_command_before_its_upstream_stage(tunewise, fresh_run):
     proc = tunewise("card", fresh_run)
     assert proc.returncode == 2
-    assert_failed(proc, "`card` needs the `data` stage", str(fresh_run), "`tunewise run`")
+    assert_failed(proc, "`card` needs the `data` stage", str(fresh_run), f"`tunewise run {fresh_run / 'recipe.yaml'}`")
 
 
 def test_the_suggested_command_exists(tunewise, fresh_run):

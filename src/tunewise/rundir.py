@@ -184,7 +184,8 @@ class RunDir:
 
     def require(self, stage: str, by: str) -> None:
         if not self.is_done(stage):
-            how = "`tunewise run RECIPE`" if stage == "data" else f"`tunewise {stage} {self.root}` or `tunewise run RECIPE`"
+            rerun = f"`tunewise run {self.root / RECIPE}`"  # the resolved recipe reproduces this exact run
+            how = rerun if stage == "data" else f"`tunewise {stage} {self.root}` or {rerun}"
             raise RunDirError(f"`{by}` needs the `{stage}` stage of {self.root} to have finished; run {how} first")
 
     def outputs_of(self, *stages: str) -> dict[str, str]:

@@ -91,7 +91,9 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     atomic_write_jsonl(out / "predictions.jsonl", _prediction_rows(test_rows, labels, systems["fine_tuned"]))
 
     train_y = np.array([label2id[r.label] for r in train_rows])
-    for name in recipe.evaluate.baselines:
+    from tqdm.auto import tqdm
+
+    for name in tqdm(recipe.evaluate.baselines, desc="baselines", unit="model", leave=False):
         probs = baseline_models.fit_predict_proba(name, [r.text for r in train_rows], train_y,
                                                   [r.text for r in test_rows], n_classes=k, seed=recipe.seed)
         systems[name] = probs
