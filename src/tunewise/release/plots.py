@@ -223,7 +223,7 @@ def reliability_diagram(calibration_bins: Sequence[dict[str, Any]], ece: float |
     """Accuracy per confidence bin against the diagonal (perfect calibration), with each bin's count."""
     bins = [b for b in calibration_bins if b.get("count") and _num(b.get("accuracy"))]
     with matplotlib.rc_context(RC):
-        fig = _figure(4.6, 4.2)
+        fig = _figure(4.6, 4.8)
         ax = fig.add_subplot()
         ax.set_title("Reliability diagram" + (f" — ECE {ece:.3f}" if _num(ece) else ""))
         if not bins:
@@ -242,9 +242,8 @@ def reliability_diagram(calibration_bins: Sequence[dict[str, Any]], ece: float |
                     color="white" if inside else "#333333")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
-        ax.set_xlabel("confidence (top predicted probability)")
+        ax.set_xlabel("confidence (top predicted probability); numbers: examples per bin")
         ax.set_ylabel("accuracy")
-        ax.legend(loc="upper left", frameon=False)
-        ax.text(0.02, 0.78, "numbers at the bar foot:\nexamples per bin", transform=ax.transAxes, ha="left",
-                va="top", fontsize=7, color=BASELINE)
+        # below the axes: bars can reach any corner of the plot, so an inside legend would cover one
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
         return _svg(fig, "reliability")
