@@ -209,7 +209,8 @@ class RunDir:
             self.require(up, stage)
         # a missing input is left for the stage itself to report, with its own clear message
         ext = {str(Path(p).resolve()): sha256_file(Path(p)) for p in external_inputs if Path(p).is_file()}
-        up_hashes = self.outputs_of(*upstream)
+        upstream_outputs = {s: self.outputs_of(s) for s in upstream}
+        up_hashes = {rel: digest for outputs in upstream_outputs.values() for rel, digest in outputs.items()}
         key_src = {"recipe": self.recipe.fingerprint(), "external": ext, "upstream": up_hashes}
         inputs_key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
         rec = self.stage_record(stage)
@@ -223,7 +224,7 @@ class RunDir:
         folder.mkdir(parents=True, exist_ok=True)
         self.manifest["stages"][stage] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                           "inputs_key": inputs_key, "external_inputs": ext,
-                                          "upstream": {s: self.outputs_of(s) for s in upstream}}
+                                          "upstream": upstream_outputs}
         self.save_manifest()
         t0 = time.perf_counter()
         message = fn(folder) or f"{stage}: done"

@@ -9,9 +9,10 @@ def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutc
 
     rec = rd.stage_record("train")
     interrupted = bool(rec and rec.get("status") == "running")
-    outcome = rd.run_stage("train", lambda out: train_classifier(rd.recipe, rd.stage_dir("data"), out,
+    base = resolve_base_model(rd.recipe.model.base)
+    outcome = rd.run_stage("train", lambda out: train_classifier(rd.recipe, base, rd.stage_dir("data"), out,
                                                                  resume=resume and interrupted),
-                           external_inputs=weight_files(resolve_base_model(rd.recipe.model.base).path),
+                           external_inputs=weight_files(base.path),
                            upstream=["data"], force=force, keep_existing=resume and interrupted)
     if interrupted and not resume and outcome.ran:
         outcome.message += " (the previous training was interrupted and restarted from scratch; --resume continues it)"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tunewise.data.prepare import load_labels, load_split
 from tunewise.hardware import choose_placement
-from tunewise.models import resolve_base_model
+from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from tunewise.tasks.classification import encode, load_model, load_tokenizer, trainer_metrics
@@ -69,7 +69,7 @@ def _callbacks(out: Path, patience: int | None, has_validation: bool):
     return callbacks, timer
 
 
-def train_classifier(recipe: Recipe, data_dir: Path, out: Path, *, resume: bool = False) -> str:
+def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
     cfg = recipe.train
@@ -77,7 +77,6 @@ def train_classifier(recipe: Recipe, data_dir: Path, out: Path, *, resume: bool 
     label2id = {label: i for i, label in enumerate(labels)}
     train_rows = load_split(data_dir, "train")
     val_rows = load_split(data_dir, "validation") if (data_dir / "validation.jsonl").exists() else []
-    base = resolve_base_model(recipe.model.base)
     placement = choose_placement(cfg.device, cfg.precision)
 
     set_seed(recipe.seed)
