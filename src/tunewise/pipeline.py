@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def prepare(rd: RunDir, *, force: bool = False) -> StageOutcome:
                         force=force)
 
 
+def export(rd: RunDir, *, merge: bool = True, force: bool = False) -> StageOutcome:
+    """A standalone Hugging Face folder of the fine-tuned model (LoRA merged). Reads model/, writes export/."""
+    from tunewise.models import resolve_base_model, weight_files
+    from tunewise.release.export import export_model
+
+    base = resolve_base_model(rd.recipe.model.base)
+    adapter = (rd.stage_dir("train") / "adapter_config.json").is_file()
+    previous = rd.stage_dir("export") / "EXPORT.json"
+    if previous.is_file() and adapter and json.loads(previous.read_text(encoding="utf-8")).get("merged") != merge:
+        force = True  # the other kind of export was asked for
+    return rd.run_stage("export", lambda out: export_model(rd.recipe, base, rd.stage_dir("train"), out, merge=merge),
+                        external_inputs=weight_files(base.path) if adapter and merge else (),
+                        upstream=["train"], force=force)
+
+
 def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resume: bool = False,
         force: bool = False, echo: Callable[[str], None] = print) -> Path:
     """Run every stage in order, skipping those whose inputs are unchanged. Returns the run directory."""
@@ -37,8 +53,11 @@ def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resu
 
     rd = open_run(recipe, overrides)
     echo(f"run directory: {rd.root}")
-    for step in (lambda: prepare(rd, force=force), lambda: train(rd, resume=resume, force=force),
-                 lambda: evaluate(rd, force=force), lambda: card(rd, force=force)):
+    steps = [lambda: prepare(rd, force=force), lambda: train(rd, resume=resume, force=force),
+             lambda: evaluate(rd, force=force), lambda: card(rd, force=force)]
+    if rd.recipe.causal:  # a standalone merged folder, loadable by plain transformers and vLLM
+        steps.append(lambda: export(rd, force=force))
+    for step in steps:
         outcome = step()
         echo(outcome.message)
     return rd.root

@@ -31,6 +31,8 @@ class DataFile(_Strict):
     source: str | None = Field(None, description="Where the data came from (URL, repository, team, generator script).")
     license: str | None = Field(None, description="SPDX-style licence id of the data, e.g. CC-BY-4.0. Missing licences are flagged in the cards.")
     contains_personal_data: bool | None = Field(None, description="Whether rows may hold personal data. Unknown (null) is flagged in the cards.")
+    completion_field: str | None = Field(None, description="generation: this file's completion column, when it differs from data.completion_field (e.g. `summary1` in a multi-reference test file).")
+    reference_fields: list[str] = Field(default_factory=list, description="generation: further reference columns of this file (e.g. `[summary2, summary3]`), scored as extra references in evaluation.")
 
     @field_validator("path")
     @classmethod
@@ -41,7 +43,10 @@ class DataFile(_Strict):
 
 
 class DataConfig(_Strict):
-    """Where the labeled data lives and how rows map to text and label."""
+    """Where the labeled data lives and how rows map to the task's fields.
+
+    classification reads text_field and label_field; generation reads prompt_field (or renders prompt_template)
+    and completion_field; chat reads messages_field (OpenAI fine-tuning format)."""
 
     train: DataFile = Field(description="Training data.")
     validation: DataFile | None = Field(None, description="Validation data for early stopping; carved from train when absent.")
@@ -51,6 +56,11 @@ class DataConfig(_Strict):
     label_field: str = Field("label", min_length=1, description="Column/key holding the label.")
     labels: list[str] | None = Field(None, description="Declared label set, in order. Rows with other labels are errors. Derived from train when absent.")
     slice_fields: list[str] = Field(default_factory=list, description="Metadata columns kept with each row, for slices in evaluation.")
+    prompt_field: str = Field("prompt", min_length=1, description="generation: column holding the prompt (ignored when prompt_template is set).")
+    prompt_template: str | None = Field(None, description="generation: a Python format string over the row's columns that builds the prompt, e.g. `Summarize the dialogue.\\n\\n{dialogue}`.")
+    completion_field: str = Field("completion", min_length=1, description="generation: column holding the target completion.")
+    system_prompt: str | None = Field(None, description="generation: a system message placed before each prompt when the model has a chat template.")
+    messages_field: str = Field("messages", min_length=1, description="chat: column holding the OpenAI-style list of {role, content[, weight]} messages.")
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into validation when no validation file is given; 0 disables validation and early stopping.")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into test when no test file is given.")
     on_error: Literal["fail", "quarantine"] = Field("fail", description="`fail`: a bad row stops the run naming file:line and field. `quarantine`: bad rows go to data/quarantine.jsonl and are counted.")
@@ -71,6 +81,15 @@ class DataConfig(_Strict):
         check_data_fields(self)
         return self
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _template_parses(cls, v: str | None) -> str | None:
+        if v is not None:
+            from tunewise.data.readers import template_fields
+
+            template_fields(v)  # raises ValueError naming the problem
+        return v
+
     @field_validator("labels")
     @classmethod
     def _labels_unique(cls, v: list[str] | None) -> list[str] | None:
@@ -84,10 +103,21 @@ class DataConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """The pre-trained base model."""
+    """The pre-trained base model and how it is adapted."""
 
-    base: str = Field("minilm", min_length=1, description="A built-in name (`tunewise models`), a local Hugging Face folder, or a hub id when online.")
-    max_length: int = Field(128, ge=8, le=8192, description="Inputs are truncated to this many tokens.")
+    base: str = Field("minilm", min_length=1, description="A built-in name (`tunewise models`), a local Hugging Face folder, a .gguf file, or a hub id when online.")
+    max_length: int = Field(128, ge=8, le=32768, description="Tokens per example (prompt + completion for causal LMs); longer inputs are truncated or rejected per `model.truncation`.")
+    truncation: Literal["truncate", "reject"] = Field("truncate", description="Causal LMs: an example over max_length has its prompt cut from the left (`truncate`, counted) or is quarantined (`reject`).")
+    finetune: Literal["auto", "full", "lora"] = Field("auto", description="`full` trains every weight; `lora` trains low-rank adapters (peft). `auto`: full for classification, lora for causal LMs.")
+    lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules that get adapters: `all-linear` or a list of module names such as [q_proj, v_proj].")
+
+    def finetune_method(self, task: str) -> str:
+        if self.finetune != "auto":
+            return self.finetune
+        return "full" if task == "classification" else "lora"
 
 
 class TrainConfig(_Strict):
@@ -101,8 +131,10 @@ class TrainConfig(_Strict):
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU (AMX/AVX-512 bf16) or GPU supports it, else fp32.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
+    packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")
     early_stopping_patience: int | None = Field(2, ge=1, description="Stop after this many evaluations without improvement on validation; null disables.")
-    metric_for_best_model: Literal["loss", "accuracy", "macro_f1"] = Field("macro_f1", description="Validation metric that picks the best checkpoint.")
+    metric_for_best_model: Literal["auto", "loss", "accuracy", "macro_f1"] = Field("auto", description="Validation metric that picks the best checkpoint. `auto`: macro_f1 for classification, loss for causal LMs.")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Evaluate and checkpoint every N steps; null means once per epoch.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is always kept).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses a GPU when there is one.")
@@ -113,8 +145,49 @@ class EvaluateConfig(_Strict):
 
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals and paired tests.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
-    baselines: list[Literal["majority", "tfidf_logreg"]] = Field(default_factory=lambda: ["majority", "tfidf_logreg"], description="Baselines trained on the same train split and compared paired against the fine-tuned model.")
+    baselines: list[Literal["majority", "tfidf_logreg", "base_model"]] | None = Field(None, description="Baselines compared paired against the fine-tuned model. null: [majority, tfidf_logreg] for classification (trained on the same train split), [base_model] (the base model zero-shot on the same prompts) for generation and chat.")
     calibration_bins: int = Field(15, ge=2, le=100, description="Equal-width confidence bins for ECE and the reliability diagram.")
+    metrics: list[Literal["bleu", "chrf", "rouge", "exact_match", "length_ratio"]] = Field(default_factory=lambda: ["bleu", "chrf", "rouge", "exact_match", "length_ratio"], description="Generation and chat: text metrics, each with a bootstrap CI (BLEU and chrF by sacrebleu, ROUGE-1/2/L by rouge-score).")
+    max_new_tokens: int = Field(128, ge=1, le=8192, description="Generation and chat: most tokens generated per prompt.")
+    do_sample: bool = Field(False, description="Generation and chat: sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, le=10, description="Sampling temperature (with do_sample).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
+    generation_batch_size: int = Field(16, ge=1, le=1024, description="Prompts generated together (left-padded, KV cache).")
+    max_examples: int | None = Field(None, ge=1, description="Score only the first N test rows (null: all); the card states the number used.")
+
+    def baselines_for(self, task: str) -> list[str]:
+        if self.baselines is not None:
+            return list(self.baselines)
+        return ["majority", "tfidf_logreg"] if task == "classification" else ["base_model"]
+
+
+AUDIT_CHECKS = ("duplicate", "near_duplicate", "leak", "label_conflict", "label_noise", "imbalance", "length",
+                "empty", "pii", "license", "provenance")
+
+
+class AuditConfig(_Strict):
+    """The data audit that runs before training: what is checked, how severe each finding is, what is allowed."""
+
+    enabled: bool = Field(True, description="Run the audit before training (`tunewise run` stops on blocking findings).")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity (MinHash LSH over word 3-gram shingles) at or above which two texts are near-duplicates.")
+    leak_ngram: int = Field(13, ge=3, le=64, description="Generation and chat: an eval target or prompt sharing a word n-gram of this length with train counts as leaked.")
+    label_noise: bool = Field(True, description="Classification: flag label-noise candidates by confident learning (cleanlab) on out-of-fold probabilities of a TF-IDF model.")
+    imbalance_ratio: float = Field(10.0, gt=1, description="Flag classes whose count is below the largest class's count divided by this.")
+    redact_pii: bool = Field(False, description="Also write audit/redacted/<split>.jsonl with PII replaced by placeholders.")
+    severity: dict[str, Literal["info", "warning", "blocking"]] = Field(default_factory=dict, description=f"Severity per check, overriding the defaults. Checks: {', '.join(AUDIT_CHECKS)}.")
+    missing_license: Literal["warning", "blocking"] = Field("warning", description="Severity of a data source with no declared licence.")
+    allow: list[str] = Field(default_factory=list, description="Checks whose blocking findings are accepted for this run; each override is recorded in the cards.")
+
+    @field_validator("severity", "allow")
+    @classmethod
+    def _known_checks(cls, v: Any) -> Any:
+        names = list(v)
+        unknown = [n for n in names if n not in AUDIT_CHECKS]
+        if unknown:
+            hints = [f"{n} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(n, AUDIT_CHECKS, n=1)) else n
+                     for n in unknown]
+            raise ValueError(f"names unknown audit checks: {', '.join(hints)}; known checks: {', '.join(AUDIT_CHECKS)}")
+        return v
 
 
 class CardConfig(_Strict):
@@ -127,20 +200,44 @@ class CardConfig(_Strict):
     out_of_scope_use: str = Field("", description="Uses the model is not meant for.")
     limitations: list[str] = Field(default_factory=list, description="Known limitations, one per item.")
     authors: str | None = Field(None, description="Who trained and maintains the model.")
+    task_type: Literal["text-generation", "summarization", "translation", "question-answering"] | None = Field(None, description="Generation and chat: the Hugging Face task type of the card's model-index results. null: text-generation.")
 
 
 class Recipe(_Strict):
     """A tunewise recipe: everything one run needs."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="Run name; the run directory is runs/<name>-<id>.")
-    task: Literal["classification"] = Field("classification", description="What is learned. `classification`: text -> label.")
+    task: Literal["classification", "generation", "chat"] = Field("classification", description="What is learned. `classification`: text -> label (encoder). `generation`: prompt -> completion (causal LM, loss on the completion). `chat`: OpenAI-style messages (causal LM, loss on assistant turns).")
+    intended_use: Literal["unspecified", "research", "internal", "commercial"] = Field("unspecified", description="Use category checked against each data source's licence by the audit: a commercial use of NC or research-only data is blocking.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seeds every random choice: splits, initialisation, shuffling, bootstrap.")
     output_dir: str = Field("runs", description="Folder that holds run directories.")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+
+    @model_validator(mode="after")
+    def _fits_task(self) -> "Recipe":
+        causal = self.task != "classification"
+        wrong = [b for b in self.evaluate.baselines_for(self.task) if (b == "base_model") != causal]
+        if wrong:
+            allowed = "base_model" if causal else "majority, tfidf_logreg"
+            raise ValueError(f"evaluate.baselines {wrong} do not apply to task '{self.task}'; allowed: {allowed}")
+        if causal and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
+            raise ValueError(f"train.metric_for_best_model '{self.train.metric_for_best_model}' needs labels; "
+                             f"task '{self.task}' picks its best checkpoint by validation `loss` (or `auto`)")
+        return self
+
+    @property
+    def causal(self) -> bool:
+        """True for tasks trained on a causal language model (generation, chat)."""
+        return self.task != "classification"
+
+    def best_metric(self) -> str:
+        m = self.train.metric_for_best_model
+        return m if m != "auto" else ("macro_f1" if self.task == "classification" else "loss")
 
     def fingerprint(self) -> str:
         """Short hash of the resolved recipe (output_dir excluded): the run id."""
@@ -234,6 +331,12 @@ def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>", origin: di
 
 def _resolve_paths(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> None:
     """Paths written in the recipe file are relative to it; paths given as overrides are relative to the cwd."""
+    base = recipe.model.base
+    if base.endswith(".gguf") and not Path(base).is_absolute():  # a local model file, like a data path
+        from_cli = "model.base" in origin
+        candidate = (Path.cwd() if from_cli else base_dir) / base
+        if candidate.exists() or (Path.cwd() / base).exists():
+            recipe.model.base = str((candidate if candidate.exists() else Path.cwd() / base).resolve())
     for split in ("train", "validation", "test"):
         f: DataFile | None = getattr(recipe.data, split)
         if f is None or f.path.startswith("hf:") or Path(f.path).is_absolute():

@@ -1,8 +1,10 @@
 """The "data" stage: read train/validation/test, settle the label set, carve missing splits, write data/.
 
 data/
-  train.jsonl, validation.jsonl (when there is one), test.jsonl   one {"id","text","label","meta","origin"} per line
-  labels.json       {"labels": [...], "derived": bool}
+  train.jsonl, validation.jsonl (when there is one), test.jsonl   one record per line:
+                    classification {"id","text","label","meta","origin"};
+                    generation/chat {"id","messages","meta","origin","references"}
+  labels.json       classification only: {"labels": [...], "derived": bool}
   quarantine.jsonl  every bad row set aside (possibly empty), with its split
   summary.json      per split: rows, quarantined, label counts, source file and its sha256; provenance; carving
 """
@@ -16,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tunewise.data.readers import Quarantined, Row, read_labeled_file
+from tunewise.data.readers import Example, ExampleChecker, Quarantined, Row, read_labeled_file, read_records
 from tunewise.data.splits import stratified_split
 from tunewise.errors import DataError
 from tunewise.recipe import DataConfig, DataFile, Recipe
@@ -33,6 +35,8 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     """Run the data stage into the folder `out`. Returns a one-line summary."""
     cfg = recipe.data
     out = Path(out)
+    if recipe.causal:
+        return _prepare_examples(recipe, out)
     quarantine: list[dict[str, Any]] = []
 
     train, problems = _read(cfg, cfg.train, "train", cfg.labels, "declared")
@@ -62,6 +66,50 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     return f"data: {sizes} rows, {len(labels)} labels, {len(quarantine):,} quarantined"
 
 
+def _prepare_examples(recipe: Recipe, out: Path) -> str:
+    """The data stage for generation and chat: every row becomes messages; no label set."""
+    cfg = recipe.data
+    quarantine: list[dict[str, Any]] = []
+    splits: dict[str, list[Any]] = {}
+    for name in SPLITS:
+        data_file: DataFile | None = getattr(cfg, name)
+        if data_file is None:
+            continue
+        checker = ExampleChecker(
+            recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
+            completion_field=data_file.completion_field or cfg.completion_field, system_prompt=cfg.system_prompt,
+            messages_field=cfg.messages_field, reference_fields=data_file.reference_fields,
+            slice_fields=cfg.slice_fields, id_prefix=_id_prefix(_source(data_file, name)))
+        splits[name], problems = read_records(_source(data_file, name), checker, fmt=cfg.format,
+                                              on_error=cfg.on_error,
+                                              max_quarantine_fraction=cfg.max_quarantine_fraction)
+        quarantine += _tagged(problems, name)
+    carved = _carve_missing_splits(splits, cfg, recipe.seed)
+    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
+    for name in SPLITS:
+        if name in splits:
+            atomic_write_jsonl(out / f"{name}.jsonl", (_example_record(ex) for ex in splits[name]))
+    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
+    atomic_write_json(out / SUMMARY_FILE, _summary(cfg, splits, None, quarantine, carved, renamed))
+    sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
+    return f"data: {sizes} examples ({recipe.task}), {len(quarantine):,} quarantined"
+
+
+def _id_prefix(source: str) -> str:
+    from tunewise.data.readers import _id_prefix as prefix
+
+    return prefix(source)
+
+
+def load_examples(folder: Path, split: str) -> list[Example]:
+    """Read back `{folder}/{split}.jsonl` of a generation or chat run, as written by prepare_data."""
+    return _read_back(folder, split, Example, "example")
+
+
+def _example_record(ex: Example) -> dict[str, Any]:
+    return {"id": ex.id, "messages": ex.messages, "meta": ex.meta, "origin": ex.origin, "references": ex.references}
+
+
 def data_files(recipe: Recipe) -> list[Path]:
     """The local input files of the data stage (for hashing); `hf:` datasets are skipped."""
     files = [getattr(recipe.data, name) for name in SPLITS]
@@ -74,7 +122,11 @@ def available_splits(folder: Path) -> list[str]:
 
 
 def load_split(folder: Path, split: str) -> list[Row]:
-    """Read back `{folder}/{split}.jsonl` as written by prepare_data."""
+    """Read back `{folder}/{split}.jsonl` as written by prepare_data (classification)."""
+    return _read_back(folder, split, Row, "row")
+
+
+def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
     path = Path(folder) / f"{split}.jsonl"
     if not path.is_file():
         raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
@@ -83,10 +135,10 @@ def load_split(folder: Path, split: str) -> list[Row]:
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             try:
-                rows.append(Row(**json.loads(line)))
+                rows.append(record(**json.loads(line)))
             except (json.JSONDecodeError, TypeError) as exc:
-                raise DataError(f"{path}:{number}: not a row written by the data stage ({exc}); "
-                                f"the file was damaged: run the data stage again") from None
+                raise DataError(f"{path}:{number}: not {'an' if what[0] in 'aeiou' else 'a'} {what} written by the "
+                                f"data stage ({exc}); the file was damaged: run the data stage again") from None
     return rows
 
 
@@ -177,7 +229,7 @@ def _row_record(row: Row) -> dict[str, Any]:
     return {"id": row.id, "text": row.text, "label": row.label, "meta": row.meta, "origin": row.origin}
 
 
-def _summary(cfg: DataConfig, splits: dict[str, list[Row]], labels: list[str], quarantine: list[dict[str, Any]],
+def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | None, quarantine: list[dict[str, Any]],
              carved: dict[str, dict[str, Any]], renamed: dict[str, int]) -> dict[str, Any]:
     files = {name: _file_facts(f) for name in SPLITS if (f := getattr(cfg, name)) is not None}
     quarantined = Counter(q["split"] for q in quarantine)
@@ -190,7 +242,7 @@ def _summary(cfg: DataConfig, splits: dict[str, list[Row]], labels: list[str], q
         per_split[name] = {
             "rows": len(splits[name]),
             "quarantined": quarantined[name],
-            "label_counts": {label: counts[label] for label in labels},
+            **({"label_counts": {label: counts[label] for label in labels}} if labels is not None else {}),
             "duplicate_ids_renamed": renamed[name],
             "source_file": files[source]["path"],
             "sha256": files[source]["sha256"],
@@ -200,7 +252,7 @@ def _summary(cfg: DataConfig, splits: dict[str, list[Row]], labels: list[str], q
         "splits": per_split,
         "files": files,
         "carved": carved,
-        "labels": {"count": len(labels), "derived": cfg.labels is None},
+        "labels": {"count": len(labels), "derived": cfg.labels is None} if labels is not None else None,
         "on_error": cfg.on_error,
         "max_quarantine_fraction": cfg.max_quarantine_fraction,
         "quarantined_total": len(quarantine),

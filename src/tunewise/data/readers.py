@@ -17,7 +17,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +41,38 @@ class Row:
     label: str  # always a string: integer labels 0/1 become "0"/"1"
     meta: dict[str, Any]  # the configured slice_fields; missing or empty values are None
     origin: str  # "path/to/file.jsonl:12"
+
+
+@dataclass
+class Example:
+    """One generation or chat example, as messages. A generation row becomes [system?, user(prompt),
+    assistant(completion)]; a chat row keeps its messages. Assistant messages may carry "weight": 0 (not trained)."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any]
+    origin: str
+    references: list[str] = field(default_factory=list)  # further references for evaluation (generation)
+
+    @property
+    def label(self) -> str:
+        return ""  # causal examples have no class: splits treat them as one stratum
+
+    @property
+    def target(self) -> str:
+        """The last assistant message: what evaluation compares generations against."""
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
+
+    @property
+    def prompt_messages(self) -> list[dict[str, Any]]:
+        """The messages before the last assistant turn: what the model is asked at evaluation time."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return [{"role": m["role"], "content": m["content"]} for m in self.messages[:last]]
+
+    @property
+    def text(self) -> str:
+        """The input side as one string (non-assistant messages), for audits and drift."""
+        return "\n".join(m["content"] for m in self.messages if m["role"] != "assistant")
 
 
 @dataclass
@@ -84,11 +116,18 @@ def read_labeled_file(path: str | Path, *, fmt: str = "auto", text_field: str, l
     labels: the allowed label set (None allows any). labels_from says where that set came from, for the message
     about a row whose label is not in it: "declared" (data.labels) or "train" (derived from the training data).
     """
+    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, _id_prefix(str(path)))
+    return read_records(path, checker, fmt=fmt, on_error=on_error, max_quarantine_fraction=max_quarantine_fraction)
+
+
+def read_records(path: str | Path, checker: Any, *, fmt: str = "auto", on_error: Literal["fail", "quarantine"] = "fail",
+                 max_quarantine_fraction: float = 0.05) -> tuple[list[Any], list[Quarantined]]:
+    """Read one file with any checker (RowChecker, ExampleChecker): its `make_row` builds each record or raises
+    BadRow. Returns (records, quarantined) under the same rules as read_labeled_file."""
     if on_error not in ("fail", "quarantine"):
         raise ValueError(f"on_error must be 'fail' or 'quarantine', not {on_error!r}")
     name = str(path)
-    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, _id_prefix(name))
-    rows: list[Row] = []
+    rows: list[Any] = []
     quarantined: list[Quarantined] = []
     for line, values, raw in _records(name, fmt, checker):
         try:
@@ -153,6 +192,8 @@ class RowChecker:
     def required(self) -> list[str]:
         return [self.text_field, self.label_field]
 
+    column_hint = "Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns"
+
     def make_row(self, values: dict[str, Any], line: int, origin: str) -> Row:
         text = self._text(values)
         label = self._label(values)
@@ -204,6 +245,149 @@ class RowChecker:
         if own is not None and not isinstance(own, (dict, list)) and str(own).strip():
             return _without_surrogates(str(own))
         return f"{self.id_prefix}:{line}"
+
+
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+class ExampleChecker:
+    """Turns one record into an Example for the generation or chat task, or raises BadRow naming the field."""
+
+    def __init__(self, task: str, *, prompt_field: str = "prompt", prompt_template: str | None = None,
+                 completion_field: str = "completion", system_prompt: str | None = None,
+                 messages_field: str = "messages", reference_fields: Iterable[str] = (),
+                 slice_fields: Iterable[str] = (), id_prefix: str = "row"):
+        if task not in ("generation", "chat"):
+            raise ValueError(f"task must be 'generation' or 'chat', not {task!r}")
+        self.task = task
+        self.prompt_field = prompt_field
+        self.prompt_template = prompt_template
+        self.template_fields = template_fields(prompt_template) if prompt_template else []
+        self.completion_field = completion_field
+        self.system_prompt = system_prompt
+        self.messages_field = messages_field
+        self.reference_fields = list(reference_fields)
+        self.slice_fields = list(slice_fields)
+        self.id_prefix = id_prefix
+
+    @property
+    def required(self) -> list[str]:
+        if self.task == "chat":
+            return [self.messages_field]
+        prompt = self.template_fields if self.prompt_template else [self.prompt_field]
+        return list(dict.fromkeys([*prompt, self.completion_field, *self.reference_fields]))
+
+    @property
+    def column_hint(self) -> str:
+        if self.task == "chat":
+            return "Set data.messages_field=COLUMN to read another column"
+        if self.prompt_template:
+            return ("data.prompt_template names these columns; fix the template, or set data.completion_field="
+                    "COLUMN (or the file's own completion_field) for the completion")
+        return "Set data.prompt_field=COLUMN and data.completion_field=COLUMN to use other columns"
+
+    def make_row(self, values: dict[str, Any], line: int, origin: str) -> Example:
+        meta = {name: _meta_value(values.get(name)) for name in self.slice_fields}
+        row_id = RowChecker._row_id(self, values, line)  # type: ignore[arg-type]  # same id rule
+        if self.task == "chat":
+            return Example(row_id, self._messages(values), meta, origin)
+        prompt = self._prompt(values)
+        completion = self._string(values, self.completion_field, "the completion", "data.completion_field")
+        messages = ([{"role": "system", "content": self.system_prompt}] if self.system_prompt else [])
+        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+        references = [self._string(values, f, "a reference", "data.<split>.reference_fields")
+                      for f in self.reference_fields]
+        return Example(row_id, messages, meta, origin, references)
+
+    def _string(self, values: dict[str, Any], field: str, what: str, setting: str) -> str:
+        if field not in values:
+            raise RowChecker._missing(self, values, field, setting)  # type: ignore[arg-type]
+        value = values[field]
+        if not isinstance(value, str):
+            raise BadRow(f"is {_describe(value)}; expected {what} as a non-empty string", field)
+        if not value.strip():
+            raise BadRow(f"is {'empty' if not value else 'whitespace only'}; expected {what} as non-empty text", field)
+        _check_unicode(value, field)
+        return value
+
+    def _prompt(self, values: dict[str, Any]) -> str:
+        if not self.prompt_template:
+            return self._string(values, self.prompt_field, "the prompt", "data.prompt_field")
+        for name in self.template_fields:
+            self._string(values, name, f"a value for {{{name}}} in data.prompt_template", "data.prompt_template")
+        return self.prompt_template.format_map({k: values[k] for k in self.template_fields})
+
+    def _messages(self, values: dict[str, Any]) -> list[dict[str, Any]]:
+        field_name = self.messages_field
+        if field_name not in values:
+            raise RowChecker._missing(self, values, field_name, "data.messages_field")  # type: ignore[arg-type]
+        raw = values[field_name]
+        if isinstance(raw, str):  # CSV cells hold JSON text
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                raise BadRow("is a string that is not JSON; expected a list of {role, content} objects",
+                             field_name) from None
+        if not isinstance(raw, list) or not raw:
+            raise BadRow(f"is {_describe(raw) if raw != [] else 'an empty list'}; expected a non-empty list of "
+                         f'{{"role": ..., "content": ...}} objects', field_name)
+        messages = []
+        for i, m in enumerate(raw):
+            where = f"{field_name}[{i}]"
+            if not isinstance(m, dict):
+                raise BadRow(f"is {_describe(m)}; expected an object with 'role' and 'content'", where)
+            role = m.get("role")
+            if role not in CHAT_ROLES:
+                shown = "missing" if role is None else f"'{role}'" if isinstance(role, str) else _describe(role)
+                raise BadRow(f"role is {shown}; expected one of: {', '.join(CHAT_ROLES)}", f"{where}.role")
+            content = m.get("content")
+            if not isinstance(content, str) or not content.strip():
+                got = "missing" if content is None else ("empty" if isinstance(content, str) else _describe(content))
+                raise BadRow(f"content is {got}; expected non-empty text", f"{where}.content")
+            _check_unicode(content, f"{where}.content")
+            message: dict[str, Any] = {"role": role, "content": content}
+            if "weight" in m:
+                weight = m["weight"]
+                if role != "assistant":
+                    raise BadRow(f"has a weight on a {role} message; only assistant messages carry a weight",
+                                 f"{where}.weight")
+                if isinstance(weight, bool) or weight not in (0, 1):
+                    raise BadRow(f"weight is {weight!r}; expected 0 (not trained) or 1 (trained)", f"{where}.weight")
+                message["weight"] = int(weight)
+            messages.append(message)
+        roles = [m["role"] for m in messages]
+        if "assistant" not in roles:
+            raise BadRow(f"has no assistant message (roles: {', '.join(roles)}); expected at least one assistant "
+                         f"turn to learn from", field_name)
+        if all(m.get("weight", 1) == 0 for m in messages if m["role"] == "assistant"):
+            raise BadRow("has weight 0 on every assistant message; expected at least one trained assistant turn",
+                         field_name)
+        if messages[-1]["role"] != "assistant":
+            raise BadRow(f"ends with a {messages[-1]['role']} message; expected the last message to be the "
+                         f"assistant's reply", field_name)
+        return messages
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a prompt template reads, in order; ValueError naming the problem when it is malformed."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid format string ({exc}); write columns as {{name}} and literal braces "
+                         f"as {{{{ and }}}}") from None
+    names = []
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if not name or not name.isidentifier():
+            raise ValueError(f"has the placeholder {{{name}}}; expected column names such as {{dialogue}} "
+                             f"(positional {{}} and attribute/index access are not allowed)")
+        names.append(name)
+    if not names:
+        raise ValueError("names no column; expected at least one placeholder such as {text}")
+    return list(dict.fromkeys(names))
 
 
 def _check_unicode(value: str, field: str) -> None:
@@ -370,7 +554,7 @@ def _check_header(cells: list[str], name: str, line: int, delimiter: str, checke
         found = ", ".join(f"'{h}'" for h in header[:20])
         raise DataError(
             f"{name}: the header row (line {line}) has no {_missing_columns(missing)}; columns found: {found}. "
-            f"Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns; if the file has no "
+            f"{checker.column_hint}; if the file has no "
             f"header row, add one (the first line of a {_format_name(delimiter)} file is read as the header)")
     return header
 
@@ -470,7 +654,7 @@ def _present_columns(names: list[str], name: str, checker: RowChecker, what: str
     if missing:
         found = ", ".join(f"'{n}'" for n in names[:20])
         raise DataError(f"{name}: the {what} has no {_missing_columns(missing)}; columns found: {found}. "
-                        f"Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns")
+                        f"{checker.column_hint}")
     wanted_columns = [*checker.required, ID_FIELD, *checker.slice_fields]
     return [c for c in dict.fromkeys(wanted_columns) if c in names]
 

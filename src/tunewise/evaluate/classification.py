@@ -93,7 +93,7 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     train_y = np.array([label2id[r.label] for r in train_rows])
     from tqdm.auto import tqdm
 
-    for name in tqdm(recipe.evaluate.baselines, desc="baselines", unit="model", leave=False):
+    for name in tqdm(recipe.evaluate.baselines_for(recipe.task), desc="baselines", unit="model", leave=False):
         probs = baseline_models.fit_predict_proba(name, [r.text for r in train_rows], train_y,
                                                   [r.text for r in test_rows], n_classes=k, seed=recipe.seed)
         systems[name] = probs
@@ -109,7 +109,7 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
 
     ft_pred = systems["fine_tuned"].argmax(1)
     comparisons = []
-    for name in recipe.evaluate.baselines:
+    for name in recipe.evaluate.baselines_for(recipe.task):
         for metric in HEADLINE_METRICS:
             res = paired_bootstrap(y, ft_pred, systems[name].argmax(1), metric, n_classes=k,
                                    n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)

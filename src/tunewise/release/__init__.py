@@ -19,18 +19,22 @@ def _read_jsonl(path: Path) -> list:
 
 
 def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
-    from tunewise.release.model_card import build_model_card
+    from tunewise.release.model_card import build_model_card, load_examples
     from tunewise.release.report import render_report
+    from tunewise.release.tables import is_causal
 
     def write(out: Path) -> str:
         metrics = _read_json(rd.stage_dir("evaluate") / "metrics.json")
         train_summary = _read_json(rd.stage_dir("train") / "train_summary.json")
         data_summary = _read_json(rd.stage_dir("data") / "summary.json")
         train_log = _read_jsonl(rd.stage_dir("train") / "train_log.jsonl")
-        model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary)
+        # generation and chat: the first test examples with every model's output, from eval/predictions*.jsonl
+        examples = load_examples(rd.root, metrics) if is_causal(metrics) else None
+        model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary, examples=examples)
         card_text = str(model_card)
         atomic_write_text(out / "README.md", card_text)
-        html = render_report(rd.recipe, metrics, train_log, train_summary, data_summary, card_text)
+        html = render_report(rd.recipe, metrics, train_log, train_summary, data_summary, card_text,
+                             examples=examples)
         atomic_write_text(rd.root / REPORT, html)
         return f"card: wrote {out / 'README.md'} and {rd.root / REPORT}"
 

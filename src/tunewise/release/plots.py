@@ -71,7 +71,8 @@ def loss_curves(train_log: Sequence[dict[str, Any]]) -> str:
         val = [(e["step"], e["eval_loss"]) for e in train_log if _num(e.get("eval_loss")) and "step" in e]
         scores = [(key, label, [(e["step"], e[key]) for e in train_log if _num(e.get(key)) and "step" in e])
                   for key, label in (("eval_accuracy", "validation accuracy"),
-                                     ("eval_macro_f1", "validation macro-F1"))]
+                                     ("eval_macro_f1", "validation macro-F1"),
+                                     ("eval_mean_token_accuracy", "validation token accuracy"))]
         scores = [s for s in scores if s[2]]
         if not train and not val and not scores:
             _message(ax, "no training log")
@@ -88,7 +89,7 @@ def loss_curves(train_log: Sequence[dict[str, Any]]) -> str:
         if scores:
             ax2 = ax.twinx()
             ax2.spines["right"].set_visible(True)
-            for (_, label, pts), style in zip(scores, ("--", ":")):
+            for (_, label, pts), style in zip(scores, ("--", ":", "-.")):
                 lines += ax2.plot(*zip(*pts), color=SCORE_COLOR, ls=style, lw=1.4, marker="s", ms=3, label=label)
             ax2.set_ylabel("validation score")
             ax2.set_ylim(0, 1.02)
@@ -144,8 +145,11 @@ def confusion_matrix(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> 
 # ---------------------------------------------------------------- CI forest
 
 
-def ci_forest(metrics: dict[str, Any]) -> str:
-    """One row per model x metric: point estimate with CI whiskers; the fine-tuned model stands out."""
+def ci_forest(metrics: dict[str, Any], *, salt: str = "forest", title: str | None = None) -> str:
+    """One row per model x metric: point estimate with CI whiskers; the fine-tuned model stands out.
+
+    `salt` keeps SVG ids apart when several forests share a page; `title` replaces the default title.
+    """
     models = metrics.get("models") or {}
     order = sorted(models, key=lambda m: (m != FINE_TUNED, m))
     metric_names: list[str] = []
@@ -164,7 +168,7 @@ def ci_forest(metrics: dict[str, Any]) -> str:
         ax = fig.add_subplot()
         if not rows:
             _message(ax, "no metrics")
-            return _svg(fig, "forest")
+            return _svg(fig, salt)
         ys, y, prev = [], 0.0, None
         for metric, *_ in rows:
             if prev is not None and metric != prev:
@@ -202,10 +206,10 @@ def ci_forest(metrics: dict[str, Any]) -> str:
         ax.spines["left"].set_visible(False)
         ax.tick_params(axis="y", length=0)
         n = metrics.get("n_test")
-        ax.set_title(f"Test metrics with {_confidence(metrics)} bootstrap CIs" + (f" (n = {n})" if n else ""),
+        ax.set_title(title or f"Test metrics with {_confidence(metrics)} bootstrap CIs" + (f" (n = {n})" if n else ""),
                      loc="left")
         ax.set_xlabel("score")
-        return _svg(fig, "forest")
+        return _svg(fig, salt)
 
 
 def _confidence(metrics: dict[str, Any]) -> str:

@@ -5,13 +5,15 @@ from tunewise.rundir import RunDir, StageOutcome
 
 def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutcome:
     from tunewise.models import resolve_base_model, weight_files
+    from tunewise.train.causal import train_causal
     from tunewise.train.classification import train_classifier
 
     rec = rd.stage_record("train")
     interrupted = bool(rec and rec.get("status") == "running")
     base = resolve_base_model(rd.recipe.model.base)
-    outcome = rd.run_stage("train", lambda out: train_classifier(rd.recipe, base, rd.stage_dir("data"), out,
-                                                                 resume=resume and interrupted),
+    train_fn = train_causal if rd.recipe.causal else train_classifier
+    outcome = rd.run_stage("train", lambda out: train_fn(rd.recipe, base, rd.stage_dir("data"), out,
+                                                         resume=resume and interrupted),
                            external_inputs=weight_files(base.path),
                            upstream=["data"], force=force, keep_existing=resume and interrupted)
     if interrupted and not resume and outcome.ran:

@@ -95,7 +95,8 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         (out / "train_log.jsonl").unlink(missing_ok=True)
     by_steps = cfg.checkpoint_every_steps is not None
     strategy = "steps" if by_steps else "epoch"
-    best_metric = f"eval_{cfg.metric_for_best_model}"
+    best_name = recipe.best_metric()
+    best_metric = f"eval_{best_name}"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
@@ -114,7 +115,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         save_total_limit=cfg.save_total_limit,
         load_best_model_at_end=val_ds is not None,
         metric_for_best_model=best_metric if val_ds is not None else None,
-        greater_is_better=cfg.metric_for_best_model != "loss" if val_ds is not None else None,
+        greater_is_better=best_name != "loss" if val_ds is not None else None,
         logging_strategy="steps",
         logging_steps=max(1, min(50, len(train_ds) // cfg.batch_size // 4 or 1)),
         report_to="none",
@@ -152,7 +153,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         "resumed_from": Path(resume_from).name if resume_from else None,
         "best_checkpoint": (str(Path(state.best_model_checkpoint).relative_to(out.parent))
                             if state.best_model_checkpoint else None),
-        "best_metric": ({"name": cfg.metric_for_best_model, "value": state.best_metric}
+        "best_metric": ({"name": best_name, "value": state.best_metric}
                         if state.best_metric is not None else None),
         "early_stopped": bool(val_ds is not None and state.epoch is not None and state.epoch < cfg.epochs - 1e-6),
         "train_examples": len(train_ds),
@@ -167,6 +168,6 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     }
     atomic_write_json(out / "train_summary.json", summary)
     note = f", resumed from {summary['resumed_from']}" if resume_from else ""
-    best = f", best validation {cfg.metric_for_best_model} {state.best_metric:.4f}" if state.best_metric is not None else ""
+    best = f", best validation {best_name} {state.best_metric:.4f}" if state.best_metric is not None else ""
     return (f"train: {summary['epochs_run']:g} epochs on {len(train_ds):,} examples in {wall:.0f}s "
             f"({placement.precision} on {placement.device}{note}){best}")

@@ -1,0 +1,353 @@
+"""Causal-LM tasks (generation, chat): render examples, build loss masks, pack, collate, load models.
+
+Loss masks are built from character spans, not from template markers: the chat template is rendered up to each
+assistant turn with and without that turn, and the characters in between (the reply and the template's end-of-turn
+text) are the trained span. This works for any template that renders conversations as a growing prefix, including
+SmolLM2's, which has no `{% generation %}` markers. Tokens are then marked trained when their offsets fall in a span.
+EOS always closes a trained span (appended when the template does not end turns with it), so the model learns to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tunewise.data.readers import Example
+from tunewise.errors import DataError, ModelError
+
+IGNORE = -100
+
+
+class TemplateError(ValueError):
+    """The chat template cannot be rendered for an example, or does not render conversations as a growing prefix."""
+
+
+class TooLong(ValueError):
+    """An example does not fit max_length and the recipe says reject."""
+
+
+# ---------------------------------------------------------------- tokenizer and model
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    from tunewise.models import separate_pad_from_eos
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if not getattr(tok, "is_fast", False):
+        raise ModelError(f"{path}: the tokenizer is not a fast (Rust) tokenizer; loss masks need its offsets")
+    if tok.eos_token_id is None:
+        raise ModelError(f"{path}: the tokenizer has no EOS token, so the model could not learn to stop")
+    separate_pad_from_eos(tok)
+    return tok
+
+
+def load_causal_lm(path: Path, *, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, use_safetensors=True)
+    except ValueError as exc:
+        raise ModelError(f"{path}: not a causal language model ({exc})") from None
+    return model
+
+
+def has_chat_template(tok) -> bool:
+    return bool(getattr(tok, "chat_template", None))
+
+
+# ---------------------------------------------------------------- rendering and masks
+
+
+@dataclass
+class Rendered:
+    text: str
+    spans: list[tuple[int, int]]          # trained character spans [start, end)
+    prompt_end: int                       # end of the last prompt message's content: truncation cuts before it
+
+
+def render(tok, example: Example, *, task: str) -> Rendered:
+    """The example as one string with the character spans that carry loss."""
+    messages = example.messages
+    if not has_chat_template(tok):
+        if task == "chat":
+            raise TemplateError("the base model has no chat template; chat data needs one (use a chat model, or "
+                                "task: generation with data.prompt_template)")
+        prompt = "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
+        completion = example.target
+        sep = "" if prompt.endswith((" ", "\n")) else "\n"
+        text = prompt + sep + completion + tok.eos_token
+        return Rendered(text, [(len(prompt) + len(sep), len(text))], len(prompt))
+    spans: list[tuple[int, int]] = []
+    full = _apply(tok, messages, add_generation_prompt=False)
+    prompt_end = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = _apply(tok, messages[:i], add_generation_prompt=True) if i else ""
+        upto = _apply(tok, messages[: i + 1], add_generation_prompt=False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise TemplateError("the chat template does not render the conversation as a growing prefix, so the "
+                                "assistant turns cannot be located; loss masks need that property")
+        start = len(before)
+        reply = upto[start:]
+        content_at = reply.find(m["content"])
+        if content_at < 0:
+            raise TemplateError(f"the chat template changed the text of assistant message {i}")
+        end_of_content = start + content_at + len(m["content"])
+        eos_at = upto.find(tok.eos_token, end_of_content)
+        end = eos_at + len(tok.eos_token) if eos_at >= 0 and not upto[end_of_content:eos_at].strip() else end_of_content
+        if m.get("weight", 1) != 0:
+            spans.append((start, end))
+        if i == max(j for j, x in enumerate(messages) if x["role"] == "assistant"):
+            last_prompt = next((x for x in reversed(messages[:i]) if x["role"] != "assistant"), None)
+            prompt_end = before.rfind(last_prompt["content"]) + len(last_prompt["content"]) if last_prompt else 0
+    text = full
+    # a template that does not close turns with EOS: insert it after each trained reply (from the end, so that
+    # earlier offsets stay valid)
+    for k in range(len(spans) - 1, -1, -1):
+        s, e = spans[k]
+        if not text[s:e].endswith(tok.eos_token):
+            text = text[:e] + tok.eos_token + text[e:]
+            spans = [(a + len(tok.eos_token), b + len(tok.eos_token)) if a >= e else (a, b) for a, b in spans]
+            spans[k] = (s, e + len(tok.eos_token))
+            if prompt_end >= e:
+                prompt_end += len(tok.eos_token)
+    return Rendered(text, spans, prompt_end)
+
+
+def _apply(tok, messages: list[dict[str, Any]], *, add_generation_prompt: bool) -> str:
+    plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+    try:
+        return tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as exc:  # jinja2 raises TemplateError / UndefinedError / its own exceptions
+        raise TemplateError(f"the chat template failed ({type(exc).__name__}: {exc})") from None
+
+
+def prompt_text(tok, example: Example) -> str:
+    """What the model sees at generation time: the rendered prompt, ending where the reply starts."""
+    prompt = example.prompt_messages
+    if has_chat_template(tok):
+        return _apply(tok, prompt, add_generation_prompt=True)
+    text = "\n\n".join(m["content"] for m in prompt)
+    return text if text.endswith((" ", "\n")) else text + "\n"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: int = 0   # prompt tokens cut to fit max_length
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def encode(tok, example: Example, *, task: str, max_length: int, truncation: str = "truncate") -> Encoded:
+    """Token ids and labels (IGNORE outside trained spans). Over max_length: cut the end of the last prompt
+    message (keeping the template around it and the whole reply) or raise TooLong, per `truncation`."""
+    r = render(tok, example, task=task)
+    enc = tok(r.text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = enc["input_ids"]
+    offsets: list[tuple[int, int]] = enc["offset_mapping"]
+    trained = [any(s <= a < e for s, e in r.spans) for a, _ in offsets]
+    labels = [t if m else IGNORE for t, m in zip(ids, trained)]
+    if labels:
+        labels[0] = IGNORE  # nothing precedes it (also keeps packed sequences from predicting across a boundary)
+    cut = 0
+    if len(ids) > max_length:
+        over = len(ids) - max_length
+        if truncation == "reject":
+            raise TooLong(f"is {len(ids)} tokens, over model.max_length={max_length} by {over} "
+                          f"(set model.truncation=truncate to cut the prompt instead)")
+        # cut `over` prompt tokens that end at the last prompt message's content
+        end = next((i for i, (a, _) in enumerate(offsets) if a >= r.prompt_end), len(ids))
+        first_trained = next((i for i, lab in enumerate(labels) if lab != IGNORE), len(ids))
+        end = min(end, first_trained)
+        start = end - over
+        if start < 1:
+            raise TooLong(f"is {len(ids)} tokens and its reply alone leaves no room for the prompt within "
+                          f"model.max_length={max_length}; raise max_length or shorten the reply")
+        ids = ids[:start] + ids[end:]
+        labels = labels[:start] + labels[end:]
+        cut = over
+    return Encoded(ids, labels, cut)
+
+
+def encode_all(tok, examples: list[Example], *, task: str, max_length: int, truncation: str,
+               split: str) -> tuple[list[Encoded], list[dict[str, Any]]]:
+    """Encode every example; those that cannot be encoded are returned as quarantine records (never dropped)."""
+    encoded: list[Encoded] = []
+    rejected: list[dict[str, Any]] = []
+    for ex in examples:
+        try:
+            e = encode(tok, ex, task=task, max_length=max_length, truncation=truncation)
+        except (TooLong, TemplateError) as exc:
+            rejected.append({"id": ex.id, "origin": ex.origin, "split": split,
+                             "check": "too_long" if isinstance(exc, TooLong) else "template",
+                             "reason": f"{ex.origin}: example {ex.id} {exc}" if isinstance(exc, TooLong)
+                             else f"{ex.origin}: {exc}"})
+            continue
+        if e.trained_tokens == 0:
+            rejected.append({"id": ex.id, "origin": ex.origin, "split": split, "check": "no_trained_tokens",
+                             "reason": f"{ex.origin}: no token of the reply survived tokenization"})
+            continue
+        e.meta = {"id": ex.id}
+        encoded.append(e)
+    return encoded, rejected
+
+
+def show_mask(tok, example: Example, *, task: str, max_length: int, truncation: str = "truncate",
+              style: str = "ansi") -> str:
+    """The example's tokens with the trained ones marked: ANSI colours for terminals, [[...]] for plain text."""
+    e = encode(tok, example, task=task, max_length=max_length, truncation=truncation)
+    out: list[str] = []
+    run_trained: bool | None = None
+    for tid, lab in zip(e.input_ids, e.labels):
+        trained = lab != IGNORE
+        if trained != run_trained:
+            if run_trained:
+                out.append("\x1b[0m" if style == "ansi" else "]]")
+            if trained:
+                out.append("\x1b[1;32m" if style == "ansi" else "[[")
+            run_trained = trained
+        out.append(tok.decode([tid]))
+    if run_trained:
+        out.append("\x1b[0m" if style == "ansi" else "]]")
+    return "".join(out)
+
+
+def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = "train",
+                 style: str = "plain") -> list[str]:
+    """Blocks of text for `tunewise data show-mask`: the first n examples of a split with trained tokens marked."""
+    from tunewise.data.prepare import _source
+    from tunewise.data.readers import ExampleChecker, _id_prefix, read_records
+    from tunewise.errors import RecipeError
+    from tunewise.models import resolve_base_model
+    from tunewise.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    if not recipe.causal:
+        raise RecipeError(f"{recipe_path}: task '{recipe.task}' has no loss mask; show-mask is for generation and "
+                          f"chat recipes")
+    data_file = getattr(recipe.data, split, None) if split in ("train", "validation", "test") else None
+    if data_file is None:
+        raise RecipeError(f"{recipe_path}: the recipe has no data.{split} file; use --split train")
+    cfg = recipe.data
+    source = _source(data_file, split)
+    checker = ExampleChecker(recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
+                             completion_field=data_file.completion_field or cfg.completion_field,
+                             system_prompt=cfg.system_prompt, messages_field=cfg.messages_field,
+                             slice_fields=cfg.slice_fields, id_prefix=_id_prefix(source))
+    examples, bad = read_records(source, checker, fmt=cfg.format, on_error="quarantine", max_quarantine_fraction=1.0)
+    tok = load_tokenizer(resolve_base_model(recipe.model.base).path)
+    on = "\x1b[1;32m" if style == "ansi" else "[["
+    off = "\x1b[0m" if style == "ansi" else "]]"
+    blocks = [f"{recipe.task} examples from {source} with model {recipe.model.base}: tokens between {on}{off} "
+              f"carry loss; everything else is context (max_length {recipe.model.max_length}, "
+              f"truncation {recipe.model.truncation})."]
+    if bad:
+        blocks.append(f"({len(bad)} rows of this file are invalid and not shown; first: {bad[0].message})")
+    for ex in examples[:n]:
+        try:
+            e = encode(tok, ex, task=recipe.task, max_length=recipe.model.max_length, truncation=recipe.model.truncation)
+            shown = show_mask(tok, ex, task=recipe.task, max_length=recipe.model.max_length,
+                              truncation=recipe.model.truncation, style=style)
+            cut = f", {e.truncated} prompt tokens cut" if e.truncated else ""
+            head = f"── {ex.origin} · {len(e.input_ids)} tokens, {e.trained_tokens} trained{cut} ──"
+        except (TooLong, TemplateError) as exc:
+            shown, head = f"(not trainable: {exc})", f"── {ex.origin} ──"
+        blocks.append(f"{head}\n{shown}")
+    return blocks
+
+
+# ---------------------------------------------------------------- packing and collation
+
+
+def pack(encoded: list[Encoded], max_length: int) -> list[dict[str, list[int]]]:
+    """First-fit-decreasing packing into rows of at most max_length tokens. Each row keeps its sequence lengths,
+    so that positions restart and attention stays inside each sequence (see `block_causal_mask`)."""
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    rows: list[dict[str, list[int]]] = []
+    free: list[int] = []
+    for i in order:
+        n = len(encoded[i].input_ids)
+        slot = next((r for r, room in enumerate(free) if room >= n), None)
+        if slot is None:
+            rows.append({"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []})
+            free.append(max_length)
+            slot = len(rows) - 1
+        row = rows[slot]
+        row["input_ids"] += encoded[i].input_ids
+        row["labels"] += encoded[i].labels
+        row["position_ids"] += list(range(n))
+        row["seq_lens"].append(n)
+        free[slot] -= n
+    return rows
+
+
+def block_causal_mask(seq_lens: list[list[int]], length: int) -> torch.Tensor:
+    """Bool [batch, 1, L, L], True where attention is allowed: causal within each packed sequence, never across,
+    and nothing to or from padding. (position_ids alone do not isolate sequences with sdpa/eager on CPU.)"""
+    mask = torch.zeros(len(seq_lens), 1, length, length, dtype=torch.bool)
+    for b, lens in enumerate(seq_lens):
+        start = 0
+        for n in lens:
+            mask[b, 0, start:start + n, start:start + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            start += n
+        # padding rows attend to themselves only, so softmax never sees an all-masked row
+        for p in range(start, length):
+            mask[b, 0, p, p] = True
+    return mask
+
+
+@dataclass
+class CausalCollator:
+    """Right-pads a batch. Packed rows (with seq_lens) get position_ids and a 4D block-causal mask."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), length), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), length), IGNORE, dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+        batch = {"input_ids": ids, "labels": labels}
+        if "seq_lens" in features[0]:
+            positions = torch.zeros((len(features), length), dtype=torch.long)
+            for i, f in enumerate(features):
+                positions[i, :len(f["position_ids"])] = torch.tensor(f["position_ids"])
+            batch["position_ids"] = positions
+            batch["attention_mask"] = block_causal_mask([f["seq_lens"] for f in features], length)
+        else:
+            attention = torch.zeros((len(features), length), dtype=torch.long)
+            for i, f in enumerate(features):
+                attention[i, :len(f["input_ids"])] = 1
+            batch["attention_mask"] = attention
+        return batch
+
+
+def as_features(encoded: list[Encoded]) -> list[dict[str, list[int]]]:
+    return [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+
+
+def token_accuracy(logits_argmax: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) next-token predictions over trained positions (labels shifted as the loss shifts them)."""
+    pred = logits_argmax[:, :-1]
+    gold = labels[:, 1:]
+    keep = gold != IGNORE
+    return int((pred[keep] == gold[keep]).sum()), int(keep.sum())
+
+
+def check_task_data(examples: list[Example], path: str) -> None:
+    if not examples:
+        raise DataError(f"{path}: no examples to train on")

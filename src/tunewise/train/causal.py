@@ -1,0 +1,210 @@
+"""Stage 2 for generation and chat: supervised fine-tuning of a causal LM (LoRA or full) with the transformers Trainer.
+
+Reads data/ (train, validation); writes model/:
+  adapter_model.safetensors + adapter_config.json (LoRA) or model.safetensors + config.json (full), tokenizer files
+  checkpoints/, tensorboard/, train_log.jsonl     as for classification
+  quarantine.jsonl                                examples that could not be encoded (too long with
+                                                  model.truncation=reject, template errors), never dropped silently
+  train_summary.json                              trained tokens/s, per-epoch validation loss and token accuracy
+  recipe.yaml                                     the resolved recipe beside the weights
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tunewise.data.prepare import load_examples
+from tunewise.errors import DataError
+from tunewise.hardware import choose_placement
+from tunewise.models import ResolvedModel
+from tunewise.recipe import Recipe
+from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from tunewise.tasks.causal import (
+    IGNORE,
+    CausalCollator,
+    as_features,
+    encode_all,
+    load_causal_lm,
+    load_tokenizer,
+    pack,
+)
+from tunewise.train.classification import _callbacks, last_complete_checkpoint
+
+QUARANTINE_FILE = "quarantine.jsonl"
+
+
+def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str):
+    """Encoded examples of one split and the quarantine records of those that could not be encoded."""
+    examples = load_examples(data_dir, split)
+    encoded, rejected = encode_all(tokenizer, examples, task=recipe.task, max_length=recipe.model.max_length,
+                                   truncation=recipe.model.truncation, split=split)
+    if rejected and recipe.data.on_error == "fail":
+        more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
+        raise DataError(f"{rejected[0]['reason']}{more}; set data.on_error=quarantine to set such examples aside")
+    share = len(rejected) / max(len(examples), 1)
+    if share > recipe.data.max_quarantine_fraction:
+        raise DataError(f"{split}: {len(rejected)} of {len(examples)} examples ({share:.1%}) could not be encoded, "
+                        f"more than data.max_quarantine_fraction={recipe.data.max_quarantine_fraction}; first: "
+                        f"{rejected[0]['reason']}")
+    return encoded, rejected
+
+
+def token_accuracy_metrics(eval_pred) -> dict[str, float]:
+    """Mean token accuracy over trained positions, as the OpenAI fine-tuning API reports it."""
+    preds, labels = eval_pred.predictions, eval_pred.label_ids
+    preds = preds[:, :-1]
+    gold = labels[:, 1:]
+    keep = gold != IGNORE
+    return {"mean_token_accuracy": float((preds[keep] == gold[keep]).mean()) if keep.any() else 0.0}
+
+
+def _argmax_logits(logits, labels):
+    return logits.argmax(-1)
+
+
+def wrap_lora(model, recipe: Recipe):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = recipe.model
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, config)
+
+
+def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    cfg = recipe.train
+    placement = choose_placement(cfg.device, cfg.precision)
+    set_seed(recipe.seed)
+    tokenizer = load_tokenizer(base.path)
+    train_enc, rejected = encode_split(recipe, tokenizer, data_dir, "train")
+    val_enc: list = []
+    if (data_dir / "validation.jsonl").exists():
+        val_enc, val_rejected = encode_split(recipe, tokenizer, data_dir, "validation")
+        rejected += val_rejected
+    atomic_write_jsonl(out / QUARANTINE_FILE, rejected)
+    if not train_enc:
+        raise DataError(f"{data_dir / 'train.jsonl'}: no training example could be encoded")
+
+    method = recipe.model.finetune_method(recipe.task)
+    model = load_causal_lm(base.path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if method == "lora":
+        model = wrap_lora(model, recipe)
+
+    features = pack(train_enc, recipe.model.max_length) if cfg.packing else as_features(train_enc)
+    for f in features:
+        f["length"] = len(f["input_ids"])
+    train_ds = Dataset.from_list(features)
+    val_ds = Dataset.from_list([{**f, "length": len(f["input_ids"])} for f in as_features(val_enc)]) if val_enc else None
+    trained_tokens_per_epoch = sum(e.trained_tokens for e in train_enc)
+
+    ckpt_dir = out / "checkpoints"
+    resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
+    if not resume:
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+    strategy = "steps" if cfg.checkpoint_every_steps is not None else "epoch"
+    best_name = recipe.best_metric()
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=min(cfg.eval_batch_size, 16),  # logits over a 49k vocabulary are large
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_fraction,
+        lr_scheduler_type="linear",
+        bf16=placement.precision == "bf16",
+        use_cpu=placement.device == "cpu",
+        eval_strategy=strategy if val_ds is not None else "no",
+        save_strategy=strategy,
+        eval_steps=cfg.checkpoint_every_steps,
+        save_steps=cfg.checkpoint_every_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=val_ds is not None,
+        metric_for_best_model=f"eval_{best_name}" if val_ds is not None else None,
+        greater_is_better=False if val_ds is not None else None,
+        logging_strategy="steps",
+        logging_steps=max(1, min(25, len(train_ds) // (cfg.batch_size * cfg.gradient_accumulation_steps) // 4 or 1)),
+        report_to="none",
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
+        length_column_name="length",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+    )
+    callbacks, timer = _callbacks(out, cfg.early_stopping_patience, val_ds is not None)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                      data_collator=CausalCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      compute_metrics=token_accuracy_metrics if val_ds is not None else None,
+                      preprocess_logits_for_metrics=_argmax_logits if val_ds is not None else None,
+                      callbacks=callbacks)
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    wall = time.perf_counter() - t0
+
+    trainer.save_model(str(out))  # LoRA: the adapter only (base stays in the cache); full: the whole model
+    tokenizer.save_pretrained(str(out))
+    atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
+    state = trainer.state
+    atomic_write_jsonl(out / "train_log.jsonl", state.log_history)
+    train_only = max(wall - timer.eval_seconds, 1e-9)
+    epochs_run = float(state.epoch or 0)
+    trained_tokens = trained_tokens_per_epoch * epochs_run
+    per_epoch = [{"epoch": round(float(e["epoch"]), 3), "eval_loss": e.get("eval_loss"),
+                  "eval_mean_token_accuracy": e.get("eval_mean_token_accuracy"), "step": e.get("step")}
+                 for e in state.log_history if "eval_loss" in e]
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    summary: dict[str, Any] = {
+        "task": recipe.task,
+        "base_model": recipe.model.base,
+        "base_model_path": str(base.path),
+        "base_model_hub_id": base.hub_id,
+        "base_model_gguf": str(base.gguf_source) if base.gguf_source else None,
+        "method": method,
+        "finetune": method,
+        "lora": ({"r": recipe.model.lora_r, "alpha": recipe.model.lora_alpha, "dropout": recipe.model.lora_dropout,
+                  "target_modules": recipe.model.lora_target_modules} if method == "lora" else None),
+        "precision": placement.precision,
+        "precision_reason": placement.reason,
+        "device": placement.device,
+        "packing": cfg.packing,
+        "epochs_run": round(epochs_run, 3),
+        "global_steps": state.global_step,
+        "resumed_from": Path(resume_from).name if resume_from else None,
+        "best_checkpoint": (str(Path(state.best_model_checkpoint).relative_to(out.parent))
+                            if state.best_model_checkpoint else None),
+        "best_metric": {"name": best_name, "value": state.best_metric} if state.best_metric is not None else None,
+        "early_stopped": bool(val_ds is not None and state.epoch is not None and state.epoch < cfg.epochs - 1e-6),
+        "train_examples": len(train_enc),
+        "train_rows": len(train_ds),
+        "validation_examples": len(val_enc),
+        "quarantined_examples": len(rejected),
+        "truncated_train_examples": sum(1 for e in train_enc if e.truncated),
+        "truncated_prompt_tokens": sum(e.truncated for e in train_enc),
+        "trained_tokens": int(trained_tokens),
+        "tokens_per_epoch": sum(len(e.input_ids) for e in train_enc),
+        "train_seconds": round(wall, 2),
+        "eval_seconds_during_training": round(timer.eval_seconds, 2),
+        "trained_tokens_per_second": round(trained_tokens / train_only, 1) if not resume_from else None,
+        "final_train_loss": result.training_loss,
+        "per_epoch": per_epoch,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": trainable,
+    }
+    atomic_write_json(out / "train_summary.json", summary)
+    last = per_epoch[-1] if per_epoch else None
+    val = (f", validation loss {last['eval_loss']:.4f}, token accuracy {last['eval_mean_token_accuracy']:.3f}"
+           if last and last.get("eval_mean_token_accuracy") is not None else "")
+    note = f", resumed from {summary['resumed_from']}" if resume_from else ""
+    tps = f", {summary['trained_tokens_per_second']:,.0f} trained tok/s" if summary["trained_tokens_per_second"] else ""
+    return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {len(train_enc):,} examples in {wall:.0f}s "
+            f"({placement.precision} on {placement.device}{note}{tps}){val}"
+            + (f"; {len(rejected)} examples quarantined (model/{QUARANTINE_FILE})" if rejected else ""))

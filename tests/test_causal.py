@@ -1,0 +1,336 @@
+"""Causal-LM SFT on the real SmolLM2 (converted once from its GGUF into the cache): loss masks, packing, LoRA merge,
+bad input, and one tiny end-to-end run through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tunewise.data.readers import Example, ExampleChecker, read_records
+from tunewise.errors import DataError, RecipeError
+from tunewise.models import resolve_base_model
+from tunewise.recipe import load_recipe
+from tunewise.tasks.causal import (
+    IGNORE,
+    CausalCollator,
+    TemplateError,
+    TooLong,
+    as_features,
+    encode,
+    encode_all,
+    load_causal_lm,
+    load_tokenizer,
+    pack,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def smol_path() -> Path:
+    return resolve_base_model("smollm2").path
+
+
+@pytest.fixture(scope="module")
+def tok(smol_path):
+    return load_tokenizer(smol_path)
+
+
+@pytest.fixture(scope="module")
+def model(smol_path):
+    m = load_causal_lm(smol_path)
+    m.eval()
+    return m
+
+
+def trained_text(tok, e) -> str:
+    return tok.decode([t for t, lab in zip(e.input_ids, e.labels) if lab != IGNORE])
+
+
+def chat(*turns, weights=None) -> Example:
+    roles = ["user", "assistant"] * len(turns)
+    messages = [{"role": r, "content": c} for r, c in zip(roles, turns)]
+    for i, w in (weights or {}).items():
+        messages[i]["weight"] = w
+    return Example("ex", messages, {}, "test.jsonl:1")
+
+
+# ---------------------------------------------------------------- the converted base model
+
+
+def test_smollm2_converts_once_and_pad_is_not_eos(smol_path, tok):
+    assert (smol_path / "model.safetensors").is_file() and (smol_path / "config.json").is_file()
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert resolve_base_model("smollm2").path == smol_path  # cached: keyed by the GGUF's hash
+
+
+def test_smollm2_template_has_no_generation_markers(tok):
+    # the reason masks are built from rendered spans: TRL's assistant_only_loss needs {% generation %}
+    assert tok.chat_template and "{% generation %}" not in tok.chat_template
+
+
+# ---------------------------------------------------------------- loss masks
+
+
+def test_generation_mask_trains_completion_and_eos_only(tok):
+    ex = Example("a", [{"role": "user", "content": "Translate to German: a red car"},
+                       {"role": "assistant", "content": "ein rotes Auto"}], {}, "f:1")
+    e = encode(tok, ex, task="generation", max_length=256)
+    assert trained_text(tok, e) == "ein rotes Auto" + tok.eos_token
+    last = max(i for i, lab in enumerate(e.labels) if lab != IGNORE)
+    assert e.input_ids[last] == tok.eos_token_id and e.labels[last] == tok.eos_token_id
+    assert "Translate" not in trained_text(tok, e)
+    assert tok.pad_token_id not in e.input_ids
+
+
+def test_multi_turn_chat_trains_every_assistant_turn(tok):
+    e = encode(tok, chat("Hi", "Hello! How can I help?", "What is 2+2?", "4"), task="chat", max_length=256)
+    assert trained_text(tok, e) == f"Hello! How can I help?{tok.eos_token}4{tok.eos_token}"
+
+
+def test_weight_zero_turn_is_context_not_target(tok):
+    e = encode(tok, chat("Hi", "Bad answer", "Again?", "Good answer", weights={1: 0}), task="chat", max_length=256)
+    assert trained_text(tok, e) == f"Good answer{tok.eos_token}"
+    full = tok.decode(e.input_ids)
+    assert "Bad answer" in full  # still seen as context
+
+
+def test_truncation_cuts_the_prompt_end_and_keeps_instruction_and_reply(tok):
+    long = "Summarize the dialogue.\n\n" + " ".join(f"word{i}" for i in range(400))
+    ex = Example("a", [{"role": "user", "content": long}, {"role": "assistant", "content": "A short summary."}],
+                 {}, "f:1")
+    e = encode(tok, ex, task="generation", max_length=96)
+    assert len(e.input_ids) == 96 and e.truncated > 0
+    assert trained_text(tok, e) == "A short summary." + tok.eos_token
+    text = tok.decode(e.input_ids)
+    assert "Summarize the dialogue." in text and "<|im_start|>assistant" in text
+    with pytest.raises(TooLong, match="max_length=96"):
+        encode(tok, ex, task="generation", max_length=96, truncation="reject")
+
+
+def test_template_without_chat_template_falls_back_to_plain_concatenation(smol_path):
+    plain = load_tokenizer(smol_path)
+    plain.chat_template = None
+    ex = Example("a", [{"role": "user", "content": "English: a dog"}, {"role": "assistant", "content": "Deutsch: ein Hund"}],
+                 {}, "f:1")
+    e = encode(plain, ex, task="generation", max_length=64)
+    assert trained_text(plain, e) == "Deutsch: ein Hund" + plain.eos_token
+    assert plain.decode(e.input_ids).startswith("English: a dog\n")
+    with pytest.raises(TemplateError, match="no chat template"):
+        encode(plain, chat("hi", "there"), task="chat", max_length=64)
+
+
+def test_template_that_is_not_a_growing_prefix_is_quarantined(smol_path):
+    odd = load_tokenizer(smol_path)
+    # renders the conversation newest-first: assistant turns cannot be located by prefix
+    odd.chat_template = "{% for m in messages|reverse %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    encoded, rejected = encode_all(odd, [chat("a", "b", "c", "d")], task="chat", max_length=64, truncation="truncate",
+                                   split="train")
+    assert encoded == [] and rejected[0]["check"] == "template"
+    assert "growing prefix" in rejected[0]["reason"] and "test.jsonl:1" in rejected[0]["reason"]
+
+
+def test_too_long_with_reject_is_quarantined_with_a_count(tok):
+    long = chat("x " * 300, "y")
+    encoded, rejected = encode_all(tok, [long, chat("hi", "there")], task="chat", max_length=64,
+                                   truncation="reject", split="train")
+    assert len(encoded) == 1 and len(rejected) == 1 and rejected[0]["check"] == "too_long"
+
+
+# ---------------------------------------------------------------- packing
+
+
+def test_packed_loss_and_logits_equal_unpacked(tok, model):
+    examples = [chat("Name a colour.", "Blue."), chat("What is the capital of France?", "Paris is the capital."),
+                chat("Count to three.", "One, two, three.", "And back?", "Three, two, one.")]
+    enc = [encode(tok, ex, task="chat", max_length=256) for ex in examples]
+    collate = CausalCollator(tok.pad_token_id)
+    rows = pack(enc, max_length=512)
+    assert len(rows) == 1 and rows[0]["seq_lens"] == sorted((len(e.input_ids) for e in enc), reverse=True)
+    with torch.no_grad():
+        unpacked = collate(as_features(enc))
+        out_u = model(**unpacked)
+        packed = collate(rows)
+        out_p = model(**packed)
+    # token-mean loss over the same trained tokens: the shift never crosses a sequence boundary
+    assert out_p.loss.item() == pytest.approx(out_u.loss.item(), abs=1e-4)
+    # and each sequence's logits are the same packed or alone
+    start = 0
+    for n in rows[0]["seq_lens"]:
+        i = next(k for k, e in enumerate(enc) if len(e.input_ids) == n)
+        diff = (out_p.logits[0, start:start + n] - out_u.logits[i, :n]).abs().max().item()
+        assert diff < 1e-3, f"packed sequence of length {n} differs by {diff}"
+        start += n
+
+
+def test_position_ids_alone_would_contaminate(tok, model):
+    # the reason for the 4D mask: with a plain 2D mask the second sequence attends to the first
+    enc = [encode(tok, chat("Name a colour.", "Blue."), task="chat", max_length=64),
+           encode(tok, chat("Name an animal.", "A cat."), task="chat", max_length=64)]
+    row = pack(enc, 256)[0]
+    batch = CausalCollator(tok.pad_token_id)([row])
+    with torch.no_grad():
+        good = model(**batch).logits
+        batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+        bad = model(**batch).logits
+    n = row["seq_lens"][0]
+    assert (good[0, n:] - bad[0, n:]).abs().max().item() > 1e-2
+
+
+# ---------------------------------------------------------------- LoRA merge and export
+
+
+def test_merged_export_matches_adapter_logits(tmp_path, smol_path, tok):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunewise.release.export import export_model
+
+    torch.manual_seed(0)
+    peft_model = get_peft_model(load_causal_lm(smol_path),
+                                LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM",
+                                           init_lora_weights=False))  # non-zero B: the merge must change weights
+    peft_model.eval()
+    adapter_dir = tmp_path / "model"
+    peft_model.save_pretrained(adapter_dir)
+    tok.save_pretrained(adapter_dir)
+    ids = torch.tensor([tok("The quick brown fox jumps over the lazy dog.")["input_ids"]])
+    with torch.no_grad():
+        adapter_logits = peft_model(input_ids=ids).logits
+
+    recipe = load_recipe(_write(tmp_path / "r.yaml", {"name": "x", "task": "generation", "model": {"base": "smollm2"},
+                                                      "data": {"train": "unused.jsonl"}}))
+    out = tmp_path / "export"
+    out.mkdir()
+    message = export_model(recipe, resolve_base_model("smollm2"), adapter_dir, out, merge=True)
+    assert "merged" in message and (out / "model.safetensors").is_file()
+    assert not (out / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no peft
+    merged.eval()
+    with torch.no_grad():
+        merged_logits = merged(input_ids=ids).logits
+    assert (merged_logits - adapter_logits).abs().max().item() < 1e-3
+    with torch.no_grad():
+        plain = load_causal_lm(smol_path)(input_ids=ids).logits
+    assert (plain - adapter_logits).abs().max().item() > 1e-2  # the adapter really changed the model
+    assert json.loads((out / "EXPORT.json").read_text())["merged"] is True
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def _chat_file(tmp_path: Path, rows: list) -> Path:
+    path = tmp_path / "chat.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("messages, field, words", [
+    ([{"role": "user", "content": "hi"}], "messages", "no assistant message"),
+    ([{"role": "user", "content": "hi"}, {"role": "bot", "content": "x"}], "messages[1].role", "'bot'"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}], "messages[1].content", "empty"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "weight": 2}], "messages[1].weight",
+     "expected 0"),
+    ([{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "x"}], "messages[0].weight",
+     "only assistant"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x", "weight": 0}], "messages",
+     "weight 0 on every"),
+    ("not a list", "messages", "not JSON"),
+])
+def test_bad_chat_rows_name_line_and_field(tmp_path, messages, field, words):
+    path = _chat_file(tmp_path, [{"messages": [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "ok"}]},
+                                 {"messages": messages}])
+    checker = ExampleChecker("chat")
+    with pytest.raises(DataError) as err:
+        read_records(path, checker)
+    msg = str(err.value)
+    assert f"chat.jsonl:2: field '{field}'" in msg and words in msg
+    rows, bad = read_records(path, checker, on_error="quarantine", max_quarantine_fraction=1.0)
+    assert len(rows) == 1 and len(bad) == 1 and bad[0].line == 2
+
+
+def test_generation_empty_completion_and_missing_template_column(tmp_path):
+    path = tmp_path / "gen.jsonl"
+    path.write_text(json.dumps({"dialogue": "a", "summary": "b"}) + "\n" + json.dumps({"dialogue": "a", "summary": " "})
+                    + "\n" + json.dumps({"text": "a", "summary": "b"}) + "\n")
+    checker = ExampleChecker("generation", prompt_template="Summarize:\n{dialogue}", completion_field="summary")
+    rows, bad = read_records(path, checker, on_error="quarantine", max_quarantine_fraction=1.0)
+    assert [b.line for b in bad] == [2, 3]
+    assert bad[0].field == "summary" and "whitespace only" in bad[0].reason
+    assert bad[1].field == "dialogue" and "missing" in bad[1].reason
+    assert rows[0].messages[0]["content"] == "Summarize:\na"
+
+
+def test_bad_prompt_template_is_a_recipe_error(tmp_path):
+    recipe = _write(tmp_path / "r.yaml", {"name": "x", "task": "generation", "data": {
+        "train": "t.jsonl", "prompt_template": "Summarize {dialogue"}})
+    with pytest.raises(RecipeError, match="data.prompt_template"):
+        load_recipe(recipe)
+    recipe = _write(tmp_path / "r.yaml", {"name": "x", "task": "generation", "data": {
+        "train": "t.jsonl", "prompt_template": "Summarize {}"}})
+    with pytest.raises(RecipeError, match="positional"):
+        load_recipe(recipe)
+
+
+def test_classification_baselines_are_refused_for_generation(tmp_path):
+    recipe = _write(tmp_path / "r.yaml", {"name": "x", "task": "chat", "data": {"train": "t.jsonl"},
+                                          "evaluate": {"baselines": ["tfidf_logreg"]}})
+    with pytest.raises(RecipeError, match="base_model"):
+        load_recipe(recipe)
+
+
+# ---------------------------------------------------------------- end to end through the CLI
+
+
+@pytest.fixture(scope="module")
+def tiny_translation(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mt")
+    rows = [json.loads(line) for line in (DATA / "multi30k_en_de" / "train.jsonl").read_text().splitlines()[:24]]
+    test = [json.loads(line) for line in (DATA / "multi30k_en_de" / "test_2016_flickr.jsonl").read_text().splitlines()[:6]]
+    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    return _write(root / "mt.yaml", {
+        "name": "mt-tiny", "task": "generation", "output_dir": str(root / "runs"), "audit": {"enabled": False},
+        "data": {"train": "train.jsonl", "test": "test.jsonl", "prompt_template": "Translate to German: {en}",
+                 "completion_field": "de", "validation_fraction": 0.2},
+        "model": {"base": "smollm2", "max_length": 96},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-4, "precision": "fp32", "early_stopping_patience": None},
+        "evaluate": {"max_new_tokens": 12, "bootstrap_samples": 200, "generation_batch_size": 8}})
+
+
+def test_show_mask_cli(tunewise, tiny_translation):
+    proc = tunewise("data", "show-mask", tiny_translation, "--n", "2", "--no-color")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("<|im_end|>]]") == 2  # two examples, each reply trained through its EOS
+    assert "Translate to German: Two young, White males" in proc.stdout
+
+
+def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
+    proc = tunewise("run", tiny_translation)
+    assert proc.returncode == 0, proc.stderr
+    run = Path(proc.stdout.split("run directory: ")[1].split()[0])
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    ft = metrics["models"]["fine_tuned"]["metrics"]
+    for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "length_ratio"):
+        assert ft[name]["ci_low"] <= ft[name]["value"] <= ft[name]["ci_high"], name
+    assert {c["baseline"] for c in metrics["comparisons"]} == {"base_model"}
+    assert "nrefs:1" in metrics["text_metric_signatures"]["bleu"]
+    preds = jsonl(run / "eval" / "predictions.jsonl")
+    assert [p["id"] for p in preds] == [f"test:{i}" for i in range(1, 7)] and all("prediction" in p for p in preds)
+    summary = json.loads((run / "model" / "train_summary.json").read_text())
+    assert summary["finetune"] == "lora" and summary["trained_tokens"] > 0
+    assert summary["per_epoch"] and summary["per_epoch"][0]["eval_mean_token_accuracy"] is not None
+    assert (run / "model" / "adapter_model.safetensors").is_file()
+    assert (run / "export" / "model.safetensors").is_file() and (run / "report.html").is_file()
+    card = (run / "card" / "README.md").read_text()
+    assert "base_model" in card or "zero-shot" in card
+    assert tunewise("verify", run).returncode == 0
