@@ -331,6 +331,37 @@ def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
     assert summary["per_epoch"] and summary["per_epoch"][0]["eval_mean_token_accuracy"] is not None
     assert (run / "model" / "adapter_model.safetensors").is_file()
     assert (run / "export" / "model.safetensors").is_file() and (run / "report.html").is_file()
+    html = (run / "report.html").read_text()
+    assert "Loss mask" in html and '<mark class="trained">' in html  # the report shows what show-mask prints
     card = (run / "card" / "README.md").read_text()
     assert "base_model" in card or "zero-shot" in card
     assert tunewise("verify", run).returncode == 0
+
+
+def test_trained_positions_loss_equals_the_full_model_loss(tok, model):
+    from tunewise.train.causal import trained_positions_loss
+
+    enc = [encode(tok, chat("Name a colour.", "Blue."), task="chat", max_length=64),
+           encode(tok, chat("What is the capital of France?", "Paris is the capital."), task="chat", max_length=64)]
+    batch = CausalCollator(tok.pad_token_id)(as_features(enc))
+    with torch.no_grad():
+        full = model(**batch)
+        loss, preds = trained_positions_loss(model, batch)
+    assert loss.item() == pytest.approx(full.loss.item(), abs=1e-5)
+    keep = batch["labels"][:, 1:] != IGNORE
+    assert torch.equal(preds[:, :-1][keep], full.logits.argmax(-1)[:, :-1][keep])
+
+
+def test_full_fine_tuning_run(tunewise, tiny_translation):
+    proc = tunewise("run", tiny_translation, "model.finetune=full", "evaluate.baselines=[]", "data.train.max_rows=8",
+                    "evaluate.max_examples=2", "evaluate.max_new_tokens=4")
+    assert proc.returncode == 0, proc.stderr
+    run = Path(proc.stdout.split("run directory: ")[1].split()[0])
+    summary = json.loads((run / "model" / "train_summary.json").read_text())
+    assert summary["finetune"] == "full" and summary["trainable_parameters"] == summary["parameters"]
+    assert summary["train_examples"] == 6  # 8 rows, 2 carved for validation
+    assert (run / "model" / "model.safetensors").is_file() and not (run / "model" / "adapter_config.json").exists()
+    export = json.loads((run / "export" / "EXPORT.json").read_text())
+    assert export["merged"] is False and "copied" in export["how"]
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert list(metrics["models"]) == ["fine_tuned"] and metrics["comparisons"] == []

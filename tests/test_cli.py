@@ -19,7 +19,7 @@ import yaml
 
 from tunewise.pipeline import open_run, prepare
 
-SUBCOMMANDS = ["run", "train", "evaluate", "card", "verify", "models", "recipe-reference"]
+SUBCOMMANDS = ["run", "audit", "train", "evaluate", "card", "verify", "models", "recipe-reference"]
 
 
 def assert_failed(proc, *words: str, pattern: str | None = None) -> str:

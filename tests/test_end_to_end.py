@@ -59,7 +59,8 @@ def test_run_directory_layout(run, session_recipe):
                 "data/test.jsonl", "data/labels.json", "data/summary.json", "data/quarantine.jsonl",
                 "model/config.json", "model/model.safetensors", "model/train_summary.json", "model/train_log.jsonl",
                 "eval/predictions.jsonl", "eval/metrics.json", "eval/predictions_majority.jsonl",
-                "eval/predictions_tfidf_logreg.jsonl", "card/README.md"):
+                "eval/predictions_tfidf_logreg.jsonl", "card/README.md", "audit/findings.json", "audit/datacard.md",
+                "audit/flagged.jsonl", "audit/quarantine.jsonl"):
         assert (run / rel).is_file(), rel
     assert not list(run.rglob("*.tmp")), "atomic writes must not leave temp files"
 
@@ -78,7 +79,7 @@ def test_manifest_records_lineage(run, manifest, session_recipe, banking_slice):
     assert manifest["recipe_fingerprint"] == resolved.fingerprint()
     # every stage finished, with sha256 of its outputs, and the data stage with sha256 of its inputs
     stages = manifest["stages"]
-    assert list(stages) == ["data", "train", "evaluate", "card"]
+    assert list(stages) == ["data", "audit", "train", "evaluate", "card"]
     for name, record in stages.items():
         assert record["status"] == "done", name
         assert record["outputs"], name
@@ -88,6 +89,15 @@ def test_manifest_records_lineage(run, manifest, session_recipe, banking_slice):
     assert "eval/metrics.json" in stages["evaluate"]["outputs"]
     assert "model/model.safetensors" in stages["train"]["outputs"]
     assert {"report.html", "card/README.md"} <= set(stages["card"]["outputs"])
+    assert {"audit/findings.json", "audit/datacard.md"} <= set(stages["audit"]["outputs"])
+
+
+def test_model_card_links_the_datasheet_and_summarises_the_audit(run):
+    card = (run / "card" / "README.md").read_text(encoding="utf-8")
+    assert "[dataset card](../audit/datacard.md)" in card and "### Data audit" in card
+    assert "| leak |" in card and "| pii |" in card  # one row per check, with its status and counts
+    datasheet = (run / "audit" / "datacard.md").read_text(encoding="utf-8")
+    assert "## Motivation" in datasheet and "## Maintenance" in datasheet
 
 
 def test_report_is_self_contained_with_inline_svg_plots(run):
@@ -188,7 +198,7 @@ def test_same_recipe_again_skips_every_stage(tunewise, run, session_recipe):
     before = (run / "manifest.json").read_bytes()
     proc = tunewise("run", session_recipe)
     assert proc.returncode == 0, proc.stderr
-    for stage in ("data", "train", "evaluate", "card"):
+    for stage in ("data", "audit", "train", "evaluate", "card"):
         assert re.search(rf"^{stage}: inputs unchanged since .*; nothing to do$", proc.stdout, re.M), proc.stdout
     assert f"run directory: {run}" in proc.stdout
     assert (run / "manifest.json").read_bytes() == before
@@ -217,7 +227,7 @@ def test_evaluate_force_reruns_only_evaluation_and_reproduces_the_metrics(tunewi
     assert proc.stdout.startswith("evaluate: 90 test rows")
     after = json.loads((run_copy / "manifest.json").read_text())
     assert after["stages"]["evaluate"]["started"] >= before["stages"]["evaluate"]["finished"]
-    for stage in ("data", "train", "card"):
+    for stage in ("data", "audit", "train", "card"):
         assert after["stages"][stage] == before["stages"][stage], f"{stage} should not have rerun"
     assert json.loads((run_copy / "eval" / "metrics.json").read_text()) == metrics
     assert jsonl(run_copy / "eval" / "predictions.jsonl") == predictions
@@ -302,7 +312,7 @@ def test_kill_9_during_training_then_resume(make_recipe, tunewise, cli_env, json
     assert summary["epochs_run"] == 4
     assert (root / "eval" / "metrics.json").is_file() and (root / "report.html").is_file()
     manifest = json.loads((root / "manifest.json").read_text())
-    assert [r["status"] for r in manifest["stages"].values()] == ["done"] * 4
+    assert [r["status"] for r in manifest["stages"].values()] == ["done"] * 5
     assert tunewise("verify", root).returncode == 0
 
 

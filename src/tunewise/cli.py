@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from tunewise.errors import TunewiseError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Supervised fine-tuning with evidence: data -> train -> evaluate -> card, in one run directory.")
+                  help="Supervised fine-tuning with evidence: data -> audit -> train -> evaluate -> card, in one run directory.")
 
 RunArg = Annotated[Path, typer.Argument(help="A run directory, e.g. runs/helpdesk-1a2b3c4d.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even when the inputs are unchanged.")]
@@ -37,6 +37,17 @@ def run(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
 
     root = run_pipeline(recipe, overrides or [], resume=resume, force=force, echo=_echo)
     _echo(f"report: {root / 'report.html'}")
+
+
+@app.command()
+def audit(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file, or an existing run directory to audit again.")],
+          overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, as for `run`, e.g. intended_use=research audit.redact_pii=true.")] = None,
+          force: ForceOpt = False) -> None:
+    """Audit the data of RECIPE without training: duplicates, leakage, labels, PII, licences. Writes
+    runs/<run>/audit/ (findings.json, datacard.md, ...); exits 2 when a blocking finding is not allowed."""
+    from tunewise.pipeline import audit_recipe
+
+    audit_recipe(recipe, overrides or [], force=force, echo=_echo)
 
 
 @app.command()

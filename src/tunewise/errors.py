@@ -27,3 +27,7 @@ class VerifyError(RunDirError):
     """`tunewise verify` found artifacts that no longer match their recorded hash."""
 
     exit_code = 1
+
+
+class AuditBlocked(TunewiseError):
+    """The data audit found blocking problems that `audit.allow` does not accept; training does not start."""

@@ -1,4 +1,5 @@
-"""Composes the stages: recipe -> data -> train -> evaluate -> card. Each stage is a plain function over a RunDir."""
+"""Composes the stages: recipe -> data -> audit -> train -> evaluate -> card. Each stage is a plain function over a
+RunDir."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from tunewise.errors import RecipeError
 from tunewise.recipe import Recipe, load_recipe
 from tunewise.rundir import RunDir, StageOutcome
 
-STAGES = ("data", "train", "evaluate", "card")
+STAGES = ("data", "audit", "train", "evaluate", "card")
 
 
 def open_run(recipe: str | Path | Recipe, overrides: list[str] | None = None) -> RunDir:
@@ -27,6 +29,50 @@ def prepare(rd: RunDir, *, force: bool = False) -> StageOutcome:
 
     return rd.run_stage("data", lambda out: prepare_data(rd.recipe, out), external_inputs=data_files(rd.recipe),
                         force=force)
+
+
+def audit(rd: RunDir, *, force: bool = False, even_if_disabled: bool = False) -> StageOutcome:
+    """Stage 1b (audit): duplicates, leakage, labels, PII, licences. Reads data/, writes audit/. Not run when
+    `audit.enabled` is false (unless asked for explicitly, as `tunewise audit` does). Blocking findings are
+    enforced by `audit_gate`, not here, so audit/ is always written for the user to read."""
+    from tunewise.audit import run_audit
+
+    if not rd.recipe.audit.enabled and not even_if_disabled:
+        return StageOutcome("audit", False, 0.0, "audit: disabled (audit.enabled=false); training is not gated")
+    return rd.run_stage("audit", lambda out: run_audit(rd.recipe, rd.stage_dir("data"), out), upstream=["data"],
+                        force=force)
+
+
+def audit_gate(rd: RunDir) -> None:
+    """Stop before training (AuditBlocked, exit code 2) when the audit found blocking findings not in audit.allow."""
+    from tunewise.audit import check_gate
+
+    if rd.recipe.audit.enabled:
+        check_gate(rd)
+
+
+def audit_recipe(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, force: bool = False,
+                 echo: Callable[[str], None] = print) -> Path:
+    """`tunewise audit`: the data and audit stages of a recipe (or of an existing run directory), with the
+    summary printed; raises AuditBlocked on a blocking finding. Returns the run directory."""
+    from tunewise.audit import check_gate, load_findings
+    from tunewise.audit.findings import summary_lines
+
+    if not isinstance(recipe, Recipe) and Path(recipe).is_dir():
+        if overrides:
+            raise RecipeError(f"{recipe} is a run directory, whose recipe is fixed; give overrides with a recipe "
+                              f"file instead (e.g. `tunewise audit {Path(recipe) / 'recipe.yaml'} key=value`)")
+        rd = RunDir.open(recipe)
+    else:
+        rd = open_run(recipe, overrides)
+    echo(f"run directory: {rd.root}")
+    echo(prepare(rd, force=force).message)
+    outcome = audit(rd, force=force, even_if_disabled=True)
+    echo(outcome.message)
+    if not outcome.ran:  # unchanged inputs: show the recorded findings again
+        echo("\n".join(summary_lines(load_findings(rd))))
+    check_gate(rd, by="audit")
+    return rd.root
 
 
 def export(rd: RunDir, *, merge: bool = True, force: bool = False) -> StageOutcome:
@@ -53,11 +99,13 @@ def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resu
 
     rd = open_run(recipe, overrides)
     echo(f"run directory: {rd.root}")
-    steps = [lambda: prepare(rd, force=force), lambda: train(rd, resume=resume, force=force),
+    steps = [lambda: prepare(rd, force=force), lambda: audit(rd, force=force), lambda: audit_gate(rd),
+             lambda: train(rd, resume=resume, force=force),
              lambda: evaluate(rd, force=force), lambda: card(rd, force=force)]
     if rd.recipe.causal:  # a standalone merged folder, loadable by plain transformers and vLLM
         steps.append(lambda: export(rd, force=force))
     for step in steps:
         outcome = step()
-        echo(outcome.message)
+        if outcome is not None:
+            echo(outcome.message)
     return rd.root

@@ -31,6 +31,7 @@ class DataFile(_Strict):
     source: str | None = Field(None, description="Where the data came from (URL, repository, team, generator script).")
     license: str | None = Field(None, description="SPDX-style licence id of the data, e.g. CC-BY-4.0. Missing licences are flagged in the cards.")
     contains_personal_data: bool | None = Field(None, description="Whether rows may hold personal data. Unknown (null) is flagged in the cards.")
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N valid rows of this file (a seeded-free, reproducible subset; the rest are counted, not quarantined).")
     completion_field: str | None = Field(None, description="generation: this file's completion column, when it differs from data.completion_field (e.g. `summary1` in a multi-reference test file).")
     reference_fields: list[str] = Field(default_factory=list, description="generation: further reference columns of this file (e.g. `[summary2, summary3]`), scored as extra references in evaluation.")
 
@@ -57,10 +58,10 @@ class DataConfig(_Strict):
     labels: list[str] | None = Field(None, description="Declared label set, in order. Rows with other labels are errors. Derived from train when absent.")
     slice_fields: list[str] = Field(default_factory=list, description="Metadata columns kept with each row, for slices in evaluation.")
     prompt_field: str = Field("prompt", min_length=1, description="generation: column holding the prompt (ignored when prompt_template is set).")
-    prompt_template: str | None = Field(None, description="generation: a Python format string over the row's columns that builds the prompt, e.g. `Summarize the dialogue.\\n\\n{dialogue}`.")
+    prompt_template: str | None = Field(None, description="generation (and chat from columns): a Python format string over the row's columns that builds the prompt, e.g. `Summarize the dialogue.\\n\\n{dialogue}`.")
     completion_field: str = Field("completion", min_length=1, description="generation: column holding the target completion.")
     system_prompt: str | None = Field(None, description="generation: a system message placed before each prompt when the model has a chat template.")
-    messages_field: str = Field("messages", min_length=1, description="chat: column holding the OpenAI-style list of {role, content[, weight]} messages.")
+    messages_field: str = Field("messages", min_length=1, description="chat: column holding the OpenAI-style list of {role, content[, weight]} messages (unless prompt_template is set: then each row is one user turn and one assistant reply, as for generation).")
     validation_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into validation when no validation file is given; 0 disables validation and early stopping.")
     test_fraction: float = Field(0.2, gt=0.0, lt=0.5, description="Share of train carved (seeded, stratified) into test when no test file is given.")
     on_error: Literal["fail", "quarantine"] = Field("fail", description="`fail`: a bad row stops the run naming file:line and field. `quarantine`: bad rows go to data/quarantine.jsonl and are counted.")
@@ -107,7 +108,7 @@ class ModelConfig(_Strict):
 
     base: str = Field("minilm", min_length=1, description="A built-in name (`tunewise models`), a local Hugging Face folder, a .gguf file, or a hub id when online.")
     max_length: int = Field(128, ge=8, le=32768, description="Tokens per example (prompt + completion for causal LMs); longer inputs are truncated or rejected per `model.truncation`.")
-    truncation: Literal["truncate", "reject"] = Field("truncate", description="Causal LMs: an example over max_length has its prompt cut from the left (`truncate`, counted) or is quarantined (`reject`).")
+    truncation: Literal["truncate", "reject"] = Field("truncate", description="Causal LMs: an example over max_length has the end of its last prompt message cut, keeping the instruction and the reply (`truncate`, counted) or is quarantined (`reject`).")
     finetune: Literal["auto", "full", "lora"] = Field("auto", description="`full` trains every weight; `lora` trains low-rank adapters (peft). `auto`: full for classification, lora for causal LMs.")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling numerator (scale = alpha / r).")
@@ -169,12 +170,13 @@ class AuditConfig(_Strict):
     """The data audit that runs before training: what is checked, how severe each finding is, what is allowed."""
 
     enabled: bool = Field(True, description="Run the audit before training (`tunewise run` stops on blocking findings).")
-    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity (MinHash LSH over word 3-gram shingles) at or above which two texts are near-duplicates.")
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of two texts' word shingles (for short texts, or of their character 3-grams) at or above which they are near-duplicates; MinHash LSH finds the candidate pairs, each is then verified exactly.")
+    shingle_words: int | None = Field(None, ge=1, le=10, description="Words per near-duplicate shingle. null: 1 when train's median text has at most 30 words (a one-word edit keeps short texts near 0.8), else 3.")
     leak_ngram: int = Field(13, ge=3, le=64, description="Generation and chat: an eval target or prompt sharing a word n-gram of this length with train counts as leaked.")
     label_noise: bool = Field(True, description="Classification: flag label-noise candidates by confident learning (cleanlab) on out-of-fold probabilities of a TF-IDF model.")
     imbalance_ratio: float = Field(10.0, gt=1, description="Flag classes whose count is below the largest class's count divided by this.")
     redact_pii: bool = Field(False, description="Also write audit/redacted/<split>.jsonl with PII replaced by placeholders.")
-    severity: dict[str, Literal["info", "warning", "blocking"]] = Field(default_factory=dict, description=f"Severity per check, overriding the defaults. Checks: {', '.join(AUDIT_CHECKS)}.")
+    severity: dict[str, Literal["info", "warning", "blocking"]] = Field(default_factory=dict, description=f"Severity per check, overriding the defaults for every finding of that check (blocking by default: an exact copy of a train row in test, PII in a file not declared to hold personal data, a licence that forbids the intended use). Checks: {', '.join(AUDIT_CHECKS)}.")
     missing_license: Literal["warning", "blocking"] = Field("warning", description="Severity of a data source with no declared licence.")
     allow: list[str] = Field(default_factory=list, description="Checks whose blocking findings are accepted for this run; each override is recorded in the cards.")
 

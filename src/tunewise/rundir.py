@@ -31,7 +31,7 @@ from tunewise.recipe import Recipe, validate_recipe
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
 # stage name (CLI verb) -> the folder it owns
-STAGE_FOLDERS = {"data": "data", "train": "model", "evaluate": "eval", "card": "card", "export": "export"}
+STAGE_FOLDERS = {"data": "data", "audit": "audit", "train": "model", "evaluate": "eval", "card": "card", "export": "export"}
 TRACKED_PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "datasets", "scikit-learn", "scipy",
                     "numpy", "huggingface_hub", "pydantic", "safetensors", "tokenizers")
 

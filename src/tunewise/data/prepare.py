@@ -40,6 +40,7 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     quarantine: list[dict[str, Any]] = []
 
     train, problems = _read(cfg, cfg.train, "train", cfg.labels, "declared")
+    train = train[:cfg.train.max_rows]
     quarantine += _tagged(problems, "train")
     labels = cfg.labels or derive_labels(train)
     if len(labels) < 2:
@@ -50,6 +51,7 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
         data_file: DataFile | None = getattr(cfg, name)
         if data_file is not None:
             splits[name], problems = _read(cfg, data_file, name, labels, "declared" if cfg.labels else "train")
+            splits[name] = splits[name][:data_file.max_rows]
             quarantine += _tagged(problems, name)
 
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
@@ -83,6 +85,7 @@ def _prepare_examples(recipe: Recipe, out: Path) -> str:
         splits[name], problems = read_records(_source(data_file, name), checker, fmt=cfg.format,
                                               on_error=cfg.on_error,
                                               max_quarantine_fraction=cfg.max_quarantine_fraction)
+        splits[name] = splits[name][:data_file.max_rows]
         quarantine += _tagged(problems, name)
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
     renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
@@ -267,4 +270,5 @@ def _file_facts(data_file: DataFile) -> dict[str, Any]:
         "source": data_file.source,
         "license": data_file.license,
         "contains_personal_data": data_file.contains_personal_data,
+        "max_rows": data_file.max_rows,
     }

@@ -271,15 +271,20 @@ class ExampleChecker:
         self.id_prefix = id_prefix
 
     @property
+    def from_messages(self) -> bool:
+        """Chat rows are OpenAI-style messages, unless a prompt template builds the user turn from columns."""
+        return self.task == "chat" and not self.prompt_template
+
+    @property
     def required(self) -> list[str]:
-        if self.task == "chat":
+        if self.from_messages:
             return [self.messages_field]
         prompt = self.template_fields if self.prompt_template else [self.prompt_field]
         return list(dict.fromkeys([*prompt, self.completion_field, *self.reference_fields]))
 
     @property
     def column_hint(self) -> str:
-        if self.task == "chat":
+        if self.from_messages:
             return "Set data.messages_field=COLUMN to read another column"
         if self.prompt_template:
             return ("data.prompt_template names these columns; fix the template, or set data.completion_field="
@@ -289,7 +294,7 @@ class ExampleChecker:
     def make_row(self, values: dict[str, Any], line: int, origin: str) -> Example:
         meta = {name: _meta_value(values.get(name)) for name in self.slice_fields}
         row_id = RowChecker._row_id(self, values, line)  # type: ignore[arg-type]  # same id rule
-        if self.task == "chat":
+        if self.from_messages:
             return Example(row_id, self._messages(values), meta, origin)
         prompt = self._prompt(values)
         completion = self._string(values, self.completion_field, "the completion", "data.completion_field")
@@ -313,9 +318,18 @@ class ExampleChecker:
     def _prompt(self, values: dict[str, Any]) -> str:
         if not self.prompt_template:
             return self._string(values, self.prompt_field, "the prompt", "data.prompt_field")
-        for name in self.template_fields:
-            self._string(values, name, f"a value for {{{name}}} in data.prompt_template", "data.prompt_template")
-        return self.prompt_template.format_map({k: values[k] for k in self.template_fields})
+        for name in self.template_fields:  # a column may be empty (e.g. an instruction's optional input)
+            if name not in values:
+                raise RowChecker._missing(self, values, name, "data.prompt_template")  # type: ignore[arg-type]
+            if not isinstance(values[name], str):
+                raise BadRow(f"is {_describe(values[name])}; expected text for {{{name}}} in data.prompt_template",
+                             name)
+            _check_unicode(values[name], name)
+        prompt = self.prompt_template.format_map({k: values[k] for k in self.template_fields}).strip()
+        if not prompt:
+            raise BadRow(f"every column of data.prompt_template is empty ({', '.join(self.template_fields)}); "
+                         f"expected a non-empty prompt", self.template_fields[0])
+        return prompt
 
     def _messages(self, values: dict[str, Any]) -> list[dict[str, Any]]:
         field_name = self.messages_field

@@ -1,4 +1,5 @@
-"""Stage 4: the model card and the run's HTML report. Reads data/, model/, eval/; writes card/ and report.html."""
+"""Stage 4: the model card and the run's HTML report. Reads data/, audit/, model/, eval/; writes card/ and
+report.html."""
 
 import json
 from pathlib import Path
@@ -30,7 +31,9 @@ def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
         train_log = _read_jsonl(rd.stage_dir("train") / "train_log.jsonl")
         # generation and chat: the first test examples with every model's output, from eval/predictions*.jsonl
         examples = load_examples(rd.root, metrics) if is_causal(metrics) else None
-        model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary, examples=examples)
+        audit, datacard = _audit_for_card(rd)
+        model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary, examples=examples,
+                                      datacard_path=datacard, audit=audit)
         card_text = str(model_card)
         atomic_write_text(out / "README.md", card_text)
         html = render_report(rd.recipe, metrics, train_log, train_summary, data_summary, card_text,
@@ -38,4 +41,16 @@ def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
         atomic_write_text(rd.root / REPORT, html)
         return f"card: wrote {out / 'README.md'} and {rd.root / REPORT}"
 
-    return rd.run_stage("card", write, upstream=["data", "train", "evaluate"], extra_outputs=[REPORT], force=force)
+    upstream = ["data", "audit", "train", "evaluate"] if rd.recipe.audit.enabled else ["data", "train", "evaluate"]
+    return rd.run_stage("card", write, upstream=upstream, extra_outputs=[REPORT], force=force)
+
+
+def _audit_for_card(rd: RunDir) -> tuple[dict | None, str | None]:
+    """(the audit's card summary, the datacard's path relative to card/README.md); disabled audit: a note."""
+    from tunewise.audit import load_findings
+    from tunewise.audit.findings import card_summary
+
+    if not rd.recipe.audit.enabled:
+        return card_summary(None), None
+    datacard = "../audit/datacard.md"
+    return card_summary(load_findings(rd), datacard), datacard

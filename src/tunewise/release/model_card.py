@@ -42,7 +42,7 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def build_model_card(recipe: Recipe, metrics: dict[str, Any], train_summary: dict[str, Any],
                      data_summary: dict[str, Any], *, datacard_path: str | None = None,
-                     examples: list[dict[str, Any]] | None = None) -> ModelCard:
+                     examples: list[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None) -> ModelCard:
     """Build the card; `str(card)` is the MODEL_CARD.md text (YAML header + markdown body).
 
     `examples` (generation and chat): example generations as `load_examples` returns them.
@@ -70,7 +70,7 @@ def build_model_card(recipe: Recipe, metrics: dict[str, Any], train_summary: dic
         eval_results=eval_results(recipe, metrics, data_summary) or None,
     )
     body = render_card_body(recipe, metrics, train_summary, data_summary, datacard_path=datacard_path,
-                            examples=examples)
+                            examples=examples, audit=audit)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
@@ -296,8 +296,8 @@ def training_rows(recipe: Recipe, train_summary: dict[str, Any], *, markdown: bo
 
 def render_card_body(recipe: Recipe, metrics: dict[str, Any], train_summary: dict[str, Any],
                      data_summary: dict[str, Any], *, datacard_path: str | None = None,
-                     examples: list[dict[str, Any]] | None = None) -> str:
-    """The markdown body (everything below the YAML header)."""
+                     examples: list[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None) -> str:
+    """The markdown body (everything below the YAML header). `audit`: `tunewise.audit.findings.card_summary`."""
     splits = tables.split_rows(data_summary, recipe)
     labels = tables.labels_of(metrics, data_summary)
     run_dir = f"{recipe.output_dir}/{recipe.name}-{recipe.fingerprint()}"
@@ -312,6 +312,7 @@ def render_card_body(recipe: Recipe, metrics: dict[str, Any], train_summary: dic
         "splits": splits,
         "data_warnings": tables.data_warnings(splits),
         "datacard_path": datacard_path,
+        "audit": audit,
         "training": training_rows(recipe, train_summary),
         "metric_rows": tables.metric_rows(metrics),
         "model_descriptions": [(m, (metrics["models"][m] or {}).get("description")) for m in tables.model_order(metrics)
@@ -356,6 +357,7 @@ def generation_context(recipe: Recipe, metrics: dict[str, Any], train_summary: d
         "per_epoch": tables.per_epoch_rows(train_summary) if causal else [],
         "examples": tables.example_rows(examples, prompt_chars=prompt_chars, text_chars=text_chars) if causal else [],
         "max_new_tokens": (metrics.get("generation") or {}).get("max_new_tokens", recipe.evaluate.max_new_tokens),
+        "mask_preview": (train_summary.get("mask_preview") or []) if causal else [],
     }
 
 

@@ -223,6 +223,19 @@ def show_mask(tok, example: Example, *, task: str, max_length: int, truncation: 
     return "".join(out)
 
 
+def mask_segments(tok, e: Encoded) -> list[list]:
+    """[[text, trained], ...] runs of an encoded example, for the report's loss-mask preview."""
+    segments: list[list] = []
+    for tid, lab in zip(e.input_ids, e.labels):
+        trained = lab != IGNORE
+        piece = tok.decode([tid])
+        if segments and segments[-1][1] == trained:
+            segments[-1][0] += piece
+        else:
+            segments.append([piece, trained])
+    return segments
+
+
 def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = "train",
                  style: str = "plain") -> list[str]:
     """Blocks of text for `tunewise data show-mask`: the first n examples of a split with trained tokens marked."""

@@ -1,4 +1,4 @@
-"""Stage 2: fine-tuning. Reads data/, writes model/."""
+"""Stage 2: fine-tuning. Reads data/ (after the audit has passed), writes model/."""
 
 from tunewise.rundir import RunDir, StageOutcome
 
@@ -8,6 +8,11 @@ def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutc
     from tunewise.train.causal import train_causal
     from tunewise.train.classification import train_classifier
 
+    audited = rd.recipe.audit.enabled
+    if audited:  # never train on data whose audit found blocking problems the recipe does not accept
+        from tunewise.audit import check_gate
+
+        check_gate(rd)
     rec = rd.stage_record("train")
     interrupted = bool(rec and rec.get("status") == "running")
     base = resolve_base_model(rd.recipe.model.base)
@@ -15,7 +20,8 @@ def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutc
     outcome = rd.run_stage("train", lambda out: train_fn(rd.recipe, base, rd.stage_dir("data"), out,
                                                          resume=resume and interrupted),
                            external_inputs=weight_files(base.path),
-                           upstream=["data"], force=force, keep_existing=resume and interrupted)
+                           upstream=["data", "audit"] if audited else ["data"], force=force,
+                           keep_existing=resume and interrupted)
     if interrupted and not resume and outcome.ran:
         outcome.message += " (the previous training was interrupted and restarted from scratch; --resume continues it)"
     return outcome

@@ -28,6 +28,7 @@ from tunewise.tasks.causal import (
     encode_all,
     load_causal_lm,
     load_tokenizer,
+    mask_segments,
     pack,
 )
 from tunewise.train.classification import _callbacks, last_complete_checkpoint
@@ -51,6 +52,50 @@ def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str):
     return encoded, rejected
 
 
+def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
+    """Causal-LM loss computed through the output layer only at positions that carry loss.
+
+    The usual forward projects every position onto the vocabulary (49k for SmolLM2) and upcasts those logits to
+    fp32; for summarization, where most tokens are prompt, that is mostly wasted compute and memory. Here the
+    backbone runs as usual and only the hidden states that predict a trained token go through the output layer.
+    Returns (summed loss / count, next-token predictions laid out like the labels, for token accuracy).
+    Falls back to the model's own loss for models whose head is not a plain projection (logit soft-capping).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(inner, getattr(inner, "base_model_prefix", "model"), None)
+    head = inner.get_output_embeddings()
+    if backbone is None or head is None or getattr(inner.config, "final_logit_softcapping", None):
+        out = model(**inputs)
+        return out.loss, out.logits.argmax(-1)
+    rest = {k: v for k, v in inputs.items() if k != "labels"}
+    hidden = backbone(**rest).last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    keep = target != IGNORE
+    logits = head(hidden[keep]).float()
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum().clamp(min=1)
+    loss = F.cross_entropy(logits, target[keep], reduction="sum") / count
+    preds = torch.full_like(labels, IGNORE)
+    preds[:, :-1][keep] = logits.argmax(-1)
+    return loss, preds
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class TrainedTokensTrainer(Trainer):
+        """Trainer whose loss projects only the trained positions onto the vocabulary (see trained_positions_loss)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, preds = trained_positions_loss(model, inputs, num_items_in_batch)
+            return (loss, {"loss": loss, "logits": preds}) if return_outputs else loss
+
+    return TrainedTokensTrainer
+
+
 def token_accuracy_metrics(eval_pred) -> dict[str, float]:
     """Mean token accuracy over trained positions, as the OpenAI fine-tuning API reports it."""
     preds, labels = eval_pred.predictions, eval_pred.label_ids
@@ -61,7 +106,7 @@ def token_accuracy_metrics(eval_pred) -> dict[str, float]:
 
 
 def _argmax_logits(logits, labels):
-    return logits.argmax(-1)
+    return logits if logits.dim() == 2 else logits.argmax(-1)  # already predictions from trained_positions_loss
 
 
 def wrap_lora(model, recipe: Recipe):
@@ -73,10 +118,18 @@ def wrap_lora(model, recipe: Recipe):
     return get_peft_model(model, config)
 
 
+def _quiet_known_warnings() -> None:
+    import warnings
+
+    # raised by transformers' own Trainer internals on every run; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
     from datasets import Dataset
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
+    _quiet_known_warnings()
     cfg = recipe.train
     placement = choose_placement(cfg.device, cfg.precision)
     set_seed(recipe.seed)
@@ -141,7 +194,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         label_names=["labels"],
     )
     callbacks, timer = _callbacks(out, cfg.early_stopping_patience, val_ds is not None)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=CausalCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,
                       preprocess_logits_for_metrics=_argmax_logits if val_ds is not None else None,
@@ -198,6 +251,9 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         "per_epoch": per_epoch,
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": trainable,
+        # the first training examples as the model saw them, with the tokens that carry loss marked
+        "mask_preview": [{"id": e.meta.get("id"), "tokens": len(e.input_ids), "trained_tokens": e.trained_tokens,
+                          "truncated": e.truncated, "segments": mask_segments(tokenizer, e)} for e in train_enc[:3]],
     }
     atomic_write_json(out / "train_summary.json", summary)
     last = per_epoch[-1] if per_epoch else None
