@@ -365,3 +365,18 @@ def test_full_fine_tuning_run(tunewise, tiny_translation):
     assert export["merged"] is False and "copied" in export["how"]
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     assert list(metrics["models"]) == ["fine_tuned"] and metrics["comparisons"] == []
+
+
+def test_right_padded_batch_needs_no_padding_mask(tok, model):
+    # real tokens precede pads, so causal attention alone hides the pads: same logits as with a 2D mask
+    enc = [encode(tok, chat("Hi", "Hello there, how are you today?"), task="chat", max_length=64),
+           encode(tok, chat("Name a colour.", "Blue."), task="chat", max_length=64)]
+    plain = CausalCollator(tok.pad_token_id)(as_features(enc))
+    masked = CausalCollator(tok.pad_token_id, padding_mask=True)(as_features(enc))
+    assert "attention_mask" not in plain and masked["attention_mask"].sum() < masked["attention_mask"].numel()
+    with torch.no_grad():
+        a = model(**plain)
+        b = model(**masked)
+    short = len(enc[1].input_ids)
+    assert (a.logits[1, :short] - b.logits[1, :short]).abs().max().item() < 1e-3
+    assert a.loss.item() == pytest.approx(b.loss.item(), abs=1e-5)

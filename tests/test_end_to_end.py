@@ -98,12 +98,14 @@ def test_model_card_links_the_datasheet_and_summarises_the_audit(run):
     assert "| leak |" in card and "| pii |" in card  # one row per check, with its status and counts
     datasheet = (run / "audit" / "datacard.md").read_text(encoding="utf-8")
     assert "## Motivation" in datasheet and "## Maintenance" in datasheet
+    html = (run / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Data audit</h2>" in html and "audit/datacard.md" in html and "<td>leak</td>" in html
 
 
 def test_report_is_self_contained_with_inline_svg_plots(run):
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")
-    assert html.count("<svg") >= 4  # loss curves, confusion matrix, CI forest, reliability diagram
+    assert html.count("<svg") >= 7  # loss curves, confusion matrix, CI forest, reliability diagram + 3 audit plots
     assert "<?xml" not in html
     # nothing is fetched from elsewhere: no external scripts, stylesheets, images or fonts
     assert not re.search(r"""<(script|img|iframe)[^>]+src\s*=""", html, re.I)

@@ -112,7 +112,7 @@ class ModelConfig(_Strict):
     finetune: Literal["auto", "full", "lora"] = Field("auto", description="`full` trains every weight; `lora` trains low-rank adapters (peft). `auto`: full for classification, lora for causal LMs.")
     lora_r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, le=4096, description="LoRA scaling numerator (scale = alpha / r).")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA path.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA path. 0 (as in torchtune) also spares a stored copy of every adapted layer's input.")
     lora_target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules that get adapters: `all-linear` or a list of module names such as [q_proj, v_proj].")
 
     def finetune_method(self, task: str) -> str:
@@ -134,6 +134,7 @@ class TrainConfig(_Strict):
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
     packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")
+    gradient_checkpointing: bool = Field(False, description="Causal LMs: recompute each layer's activations in the backward pass; much less memory for about a third more compute.")
     early_stopping_patience: int | None = Field(2, ge=1, description="Stop after this many evaluations without improvement on validation; null disables.")
     metric_for_best_model: Literal["auto", "loss", "accuracy", "macro_f1"] = Field("auto", description="Validation metric that picks the best checkpoint. `auto`: macro_f1 for classification, loss for causal LMs.")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Evaluate and checkpoint every N steps; null means once per epoch.")

@@ -36,8 +36,11 @@ def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
                                       datacard_path=datacard, audit=audit)
         card_text = str(model_card)
         atomic_write_text(out / "README.md", card_text)
+        audit_dir = rd.stage_dir("audit")
+        plots = ([f.read_text(encoding="utf-8") for f in sorted(audit_dir.glob("*.svg"))]
+                 if rd.recipe.audit.enabled and audit_dir.is_dir() else [])
         html = render_report(rd.recipe, metrics, train_log, train_summary, data_summary, card_text,
-                             examples=examples)
+                             examples=examples, audit=audit, audit_plots=plots)
         atomic_write_text(rd.root / REPORT, html)
         return f"card: wrote {out / 'README.md'} and {rd.root / REPORT}"
 

@@ -73,7 +73,8 @@ def render_plots(metrics: dict[str, Any], train_log: list[dict[str, Any]],
 
 def render_report(recipe: Recipe, metrics: dict[str, Any], train_log: list[dict[str, Any]],
                   train_summary: dict[str, Any], data_summary: dict[str, Any], card_markdown: str, *,
-                  examples: list[dict[str, Any]] | None = None) -> str:
+                  examples: list[dict[str, Any]] | None = None, audit: dict[str, Any] | None = None,
+                  audit_plots: list[str] | None = None) -> str:
     """The full HTML page as a string. `examples`: generation and chat example outputs (`load_examples`)."""
     svgs = {name: inline_svg(svg) for name, svg in render_plots(metrics, train_log, data_summary).items()}
     splits = tables.split_rows(data_summary, recipe)
@@ -104,5 +105,7 @@ def render_report(recipe: Recipe, metrics: dict[str, Any], train_log: list[dict[
         "model_descriptions": [(m, (metrics["models"][m] or {}).get("description")) for m in tables.model_order(metrics)
                                if (metrics["models"][m] or {}).get("description")],
         **generation_context(recipe, metrics, train_summary, examples, prompt_chars=1500, text_chars=1500),
+        "audit": audit,
+        "audit_plots": [inline_svg(svg) for svg in (audit_plots or [])],
     }
     return template_env(autoescape=True).get_template("report.html.j2").render(**ctx)

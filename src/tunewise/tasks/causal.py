@@ -322,9 +322,16 @@ def block_causal_mask(seq_lens: list[list[int]], length: int) -> torch.Tensor:
 
 @dataclass
 class CausalCollator:
-    """Right-pads a batch. Packed rows (with seq_lens) get position_ids and a 4D block-causal mask."""
+    """Right-pads a batch. Packed rows (with seq_lens) get position_ids and a 4D block-causal mask.
+
+    Unpacked rows get no attention mask at all: with right padding every real token precedes every pad, so causal
+    attention alone already keeps real tokens from seeing pads (pads carry no loss). Without a mask, sdpa takes its
+    fused causal kernel instead of materialising a [batch, heads, L, L] score tensor: less memory and time, same
+    logits. `padding_mask=True` restores the usual 2D mask (for evaluation code that wants it).
+    """
 
     pad_id: int
+    padding_mask: bool = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -341,7 +348,7 @@ class CausalCollator:
                 positions[i, :len(f["position_ids"])] = torch.tensor(f["position_ids"])
             batch["position_ids"] = positions
             batch["attention_mask"] = block_causal_mask([f["seq_lens"] for f in features], length)
-        else:
+        elif self.padding_mask:
             attention = torch.zeros((len(features), length), dtype=torch.long)
             for i, f in enumerate(features):
                 attention[i, :len(f["input_ids"])] = 1
