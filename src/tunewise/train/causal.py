@@ -192,8 +192,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         dataloader_num_workers=0,
         remove_unused_columns=False,
         label_names=["labels"],
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
     )
     callbacks, timer = _callbacks(out, cfg.early_stopping_patience, val_ds is not None)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
@@ -250,6 +250,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         "train_seconds": round(wall, 2),
         "eval_seconds_during_training": round(timer.eval_seconds, 2),
         "trained_tokens_per_second": round(trained_tokens / train_only, 1) if not resume_from else None,
+        "processed_tokens_per_second": (round(sum(len(e.input_ids) for e in train_enc) * epochs_run / train_only, 1)
+                                        if not resume_from else None),
         "final_train_loss": result.training_loss,
         "per_epoch": per_epoch,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -263,7 +265,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     val = (f", validation loss {last['eval_loss']:.4f}, token accuracy {last['eval_mean_token_accuracy']:.3f}"
            if last and last.get("eval_mean_token_accuracy") is not None else "")
     note = f", resumed from {summary['resumed_from']}" if resume_from else ""
-    tps = f", {summary['trained_tokens_per_second']:,.0f} trained tok/s" if summary["trained_tokens_per_second"] else ""
+    tps = (f", {summary['trained_tokens_per_second']:,.0f} trained tok/s of "
+           f"{summary['processed_tokens_per_second']:,.0f} processed" if summary["trained_tokens_per_second"] else "")
     return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {len(train_enc):,} examples in {wall:.0f}s "
             f"({placement.precision} on {placement.device}{note}{tps}){val}"
             + (f"; {len(rejected)} examples quarantined (model/{QUARANTINE_FILE})" if rejected else ""))
