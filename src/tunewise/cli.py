@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -140,6 +141,8 @@ def main() -> None:
     # offline by default: nothing is fetched from a hub unless the user opts in with HF_HUB_OFFLINE=0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # raised inside transformers/peft on every LoRA load in transformers 5.x; nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     interrupted = "interrupted; rerun with --resume to continue training from the last checkpoint"
     try:
         rc = app(standalone_mode=False)
