@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 from tunewise.audit.planted import paraphrase as _planted_paraphrase
+from _docs import replace_block  # bench/_docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -305,16 +306,10 @@ def markdown(results: dict) -> str:
 
 
 def update_docs(path: Path, table: str, results: dict) -> None:
-    start, end = "<!-- bench/audit.py:start -->", "<!-- bench/audit.py:end -->"
-    block = (f"{start}\nReproduce: `{results['command']}` ({results['machine']['cpus']} CPUs; {results['date']}; "
-             f"threshold {results['threshold']}, {results['pool_sentences']:,} real sentences in the pool)\n\n"
-             f"{table}\n{end}")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += f"\n## Data audit: exact + near-duplicate + leakage detection at scale\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    replace_block(path, "audit.py",
+                  f"Reproduce: `{results['command']}` ({results['machine']['cpus']} CPUs; {results['date']}; "
+                  f"threshold {results['threshold']}, {results['pool_sentences']:,} real sentences in the pool)\n\n"
+                  f"{table}", "Data audit: exact + near-duplicate + leakage detection at scale")
 
 
 if __name__ == "__main__":

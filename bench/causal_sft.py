@@ -48,13 +48,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _docs import replace_block  # bench/_docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "dialogsum"
 PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 SIDES = ("tunewise", "tunewise-ckpt", "trl")  # tunewise-ckpt: tunewise with train.gradient_checkpointing=true
 IGNORE = -100
-MARK_START, MARK_END = "<!-- bench/causal_sft.py:start -->", "<!-- bench/causal_sft.py:end -->"
 
 
 # ---------------------------------------------------------------- data
@@ -535,13 +535,8 @@ def markdown_table(results: dict) -> str:
 def update_docs(path: Path, table: str, results: dict, note: str) -> None:
     """Replace the causal SFT block of docs/benchmarks.md (between its markers) with this run's table."""
     head = f"**{note}**\n\n" if note else ""
-    block = f"{MARK_START}\n{head}Reproduce: `{results['command']}` ({results['date']})\n\n{table}\n{MARK_END}"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if MARK_START in text and MARK_END in text:
-        text = text[:text.index(MARK_START)] + block + text[text.index(MARK_END) + len(MARK_END):]
-    else:
-        text += f"\n## Causal SFT: tunewise vs TRL SFTTrainer\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    replace_block(path, "causal_sft.py", f"{head}Reproduce: `{results['command']}` ({results['date']})\n\n{table}",
+                  "Causal SFT: tunewise vs TRL SFTTrainer")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _docs import replace_block  # bench/_docs.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -264,15 +265,9 @@ def markdown_table(results: dict) -> str:
 
 def update_docs(path: Path, table: str, command: str) -> None:
     """Replace the classification section of docs/benchmarks.md (between its markers) with this run's table."""
-    start, end = "<!-- bench/classification.py:start -->", "<!-- bench/classification.py:end -->"
-    block = (f"{start}\nReproduce: `{command}` (on a 2-core CPU machine; {time.strftime('%Y-%m-%d')})\n\n"
-             f"{table}\n{end}")
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += f"\n## Classification: tunewise vs plain Trainer\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    replace_block(path, "classification.py",
+                  f"Reproduce: `{command}` (on a 2-core CPU machine; {time.strftime('%Y-%m-%d')})\n\n{table}",
+                  "Classification: tunewise vs plain Trainer")
 
 
 if __name__ == "__main__":
