@@ -34,21 +34,13 @@ def prepare(rd: RunDir, *, force: bool = False) -> StageOutcome:
 def audit(rd: RunDir, *, force: bool = False, even_if_disabled: bool = False) -> StageOutcome:
     """Stage 1b (audit): duplicates, leakage, labels, PII, licences. Reads data/, writes audit/. Not run when
     `audit.enabled` is false (unless asked for explicitly, as `tunewise audit` does). Blocking findings are
-    enforced by `audit_gate`, not here, so audit/ is always written for the user to read."""
+    enforced by the train stage (`check_gate`), not here, so audit/ is always written for the user to read."""
     from tunewise.audit import run_audit
 
     if not rd.recipe.audit.enabled and not even_if_disabled:
         return StageOutcome("audit", False, 0.0, "audit: disabled (audit.enabled=false); training is not gated")
     return rd.run_stage("audit", lambda out: run_audit(rd.recipe, rd.stage_dir("data"), out), upstream=["data"],
                         force=force)
-
-
-def audit_gate(rd: RunDir) -> None:
-    """Stop before training (AuditBlocked, exit code 2) when the audit found blocking findings not in audit.allow."""
-    from tunewise.audit import check_gate
-
-    if rd.recipe.audit.enabled:
-        check_gate(rd)
 
 
 def audit_recipe(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, force: bool = False,
@@ -99,13 +91,11 @@ def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resu
 
     rd = open_run(recipe, overrides)
     echo(f"run directory: {rd.root}")
-    steps = [lambda: prepare(rd, force=force), lambda: audit(rd, force=force), lambda: audit_gate(rd),
-             lambda: train(rd, resume=resume, force=force),
+    steps = [lambda: prepare(rd, force=force), lambda: audit(rd, force=force),
+             lambda: train(rd, resume=resume, force=force),  # stops here on blocking audit findings
              lambda: evaluate(rd, force=force), lambda: card(rd, force=force)]
     if rd.recipe.causal:  # a standalone merged folder, loadable by plain transformers and vLLM
         steps.append(lambda: export(rd, force=force))
     for step in steps:
-        outcome = step()
-        if outcome is not None:
-            echo(outcome.message)
+        echo(step().message)
     return rd.root

@@ -18,7 +18,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tunewise.data.readers import Example, ExampleChecker, Quarantined, Row, read_labeled_file, read_records
+from tunewise.data.readers import (
+    Example,
+    ExampleChecker,
+    Quarantined,
+    Row,
+    _id_prefix,
+    read_labeled_file,
+    read_records,
+)
 from tunewise.data.splits import stratified_split
 from tunewise.errors import DataError
 from tunewise.recipe import DataConfig, DataFile, Recipe
@@ -57,12 +65,8 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
     renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
 
-    for name in SPLITS:
-        if name in splits:
-            atomic_write_jsonl(out / f"{name}.jsonl", (_row_record(row) for row in splits[name]))
     atomic_write_json(out / LABELS_FILE, {"labels": labels, "derived": cfg.labels is None})
-    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
-    atomic_write_json(out / SUMMARY_FILE, _summary(cfg, splits, labels, quarantine, carved, renamed))
+    _write_splits(out, splits, _row_record, quarantine, _summary(cfg, splits, labels, quarantine, carved, renamed))
 
     sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
     return f"data: {sizes} rows, {len(labels)} labels, {len(quarantine):,} quarantined"
@@ -77,31 +81,35 @@ def _prepare_examples(recipe: Recipe, out: Path) -> str:
         data_file: DataFile | None = getattr(cfg, name)
         if data_file is None:
             continue
-        checker = ExampleChecker(
-            recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
-            completion_field=data_file.completion_field or cfg.completion_field, system_prompt=cfg.system_prompt,
-            messages_field=cfg.messages_field, reference_fields=data_file.reference_fields,
-            slice_fields=cfg.slice_fields, id_prefix=_id_prefix(_source(data_file, name)))
-        splits[name], problems = read_records(_source(data_file, name), checker, fmt=cfg.format,
-                                              on_error=cfg.on_error,
+        splits[name], problems = read_records(_source(data_file, name), example_checker(recipe, data_file, name),
+                                              fmt=cfg.format, on_error=cfg.on_error,
                                               max_quarantine_fraction=cfg.max_quarantine_fraction)
         splits[name] = splits[name][:data_file.max_rows]
         quarantine += _tagged(problems, name)
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
     renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
-    for name in SPLITS:
-        if name in splits:
-            atomic_write_jsonl(out / f"{name}.jsonl", (_example_record(ex) for ex in splits[name]))
-    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
-    atomic_write_json(out / SUMMARY_FILE, _summary(cfg, splits, None, quarantine, carved, renamed))
+    _write_splits(out, splits, _example_record, quarantine, _summary(cfg, splits, None, quarantine, carved, renamed))
     sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
     return f"data: {sizes} examples ({recipe.task}), {len(quarantine):,} quarantined"
 
 
-def _id_prefix(source: str) -> str:
-    from tunewise.data.readers import _id_prefix as prefix
+def example_checker(recipe: Recipe, data_file: DataFile, split: str) -> ExampleChecker:
+    """How the rows of one generation or chat file become messages (also used by `tunewise data show-mask`)."""
+    cfg = recipe.data
+    return ExampleChecker(
+        recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
+        completion_field=data_file.completion_field or cfg.completion_field, system_prompt=cfg.system_prompt,
+        messages_field=cfg.messages_field, reference_fields=data_file.reference_fields,
+        slice_fields=cfg.slice_fields, id_prefix=_id_prefix(_source(data_file, split)))
 
-    return prefix(source)
+
+def _write_splits(out: Path, splits: dict[str, list[Any]], record, quarantine: list[dict[str, Any]],
+                  summary: dict[str, Any]) -> None:
+    for name in SPLITS:
+        if name in splits:
+            atomic_write_jsonl(out / f"{name}.jsonl", (record(row) for row in splits[name]))
+    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
+    atomic_write_json(out / SUMMARY_FILE, summary)
 
 
 def load_examples(folder: Path, split: str) -> list[Example]:

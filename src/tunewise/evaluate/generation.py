@@ -22,10 +22,10 @@ from tunewise.data.prepare import load_examples
 from tunewise.data.readers import Example
 from tunewise.evaluate.stats import signature
 from tunewise.evaluate.text_metrics import (
-    paired_compare,
-    per_example_scores,
-    score_corpus,
+    compare_stats,
+    score_stats,
     text_metric_signatures,
+    text_stats,
 )
 from tunewise.hardware import Placement, choose_placement
 from tunewise.models import resolve_base_model
@@ -121,8 +121,8 @@ def _references(ex: Example) -> list[str]:
     return [ex.target, *ex.references]
 
 
-def _prediction_rows(examples: list[Example], outputs: list[str], per_example: list[dict[str, float]],
-                     tok) -> list[dict[str, Any]]:
+def _prediction_rows(examples: list[Example], outputs: list[str],
+                     per_example: list[dict[str, float]]) -> list[dict[str, Any]]:
     rows = []
     for ex, out, scores in zip(examples, outputs, per_example):
         prompt = ex.prompt_messages[-1]["content"] if ex.prompt_messages else ""
@@ -188,24 +188,25 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
 
     method = recipe.model.finetune_method(recipe.task)
     models: dict[str, Any] = {}
+    boot = {"n_resamples": cfg.bootstrap_samples, "confidence": cfg.confidence, "seed": recipe.seed}
+    # each system's per-example statistics are extracted once; CIs, paired tests and sentence scores reuse them
+    stats = {name: text_stats(outputs, references, metric_names) for name, outputs in systems.items()}
     for name, outputs in systems.items():
-        per_example = per_example_scores(outputs, references, sentence) if sentence else [{} for _ in outputs]
+        per_example = [{k: scores[k] for k in sentence} for scores in stats[name].per_example()]
         file = "predictions.jsonl" if name == "fine_tuned" else f"predictions_{name}.jsonl"
-        atomic_write_jsonl(out / file, _prediction_rows(test, outputs, per_example, tok))
+        atomic_write_jsonl(out / file, _prediction_rows(test, outputs, per_example))
         desc = (f"{recipe.model.base} fine-tuned ({method}" + (f" r{recipe.model.lora_r}" if method == "lora" else "")
                 + f", {placement.precision})" if name == "fine_tuned"
                 else f"{recipe.model.base} zero-shot on the same prompts")
         models[name] = {"description": desc, "predictions": f"eval/{file}", "generation_speed": speed[name],
-                        "metrics": score_corpus(outputs, references, metric_names, n_resamples=cfg.bootstrap_samples,
-                                                confidence=cfg.confidence, seed=recipe.seed)}
+                        "metrics": score_stats(stats[name], **boot)}
         if name == "fine_tuned":
             ft_per_example = per_example
     comparisons = []
     for name in systems:
         if name == "fine_tuned":
             continue
-        for c in paired_compare(systems["fine_tuned"], systems[name], references, metric_names,
-                                n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed):
+        for c in compare_stats(stats["fine_tuned"], stats[name], **boot):
             comparisons.append({"model": "fine_tuned", "baseline": name, **c})
 
     n_refs = {len(r) for r in references}

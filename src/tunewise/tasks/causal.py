@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from tunewise.data.readers import Example
-from tunewise.errors import DataError, ModelError
+from tunewise.errors import ModelError
 
 IGNORE = -100
 
@@ -203,24 +203,14 @@ def encode_all(tok, examples: list[Example], *, task: str, max_length: int, trun
     return encoded, rejected
 
 
-def show_mask(tok, example: Example, *, task: str, max_length: int, truncation: str = "truncate",
-              style: str = "ansi") -> str:
-    """The example's tokens with the trained ones marked: ANSI colours for terminals, [[...]] for plain text."""
-    e = encode(tok, example, task=task, max_length=max_length, truncation=truncation)
-    out: list[str] = []
-    run_trained: bool | None = None
-    for tid, lab in zip(e.input_ids, e.labels):
-        trained = lab != IGNORE
-        if trained != run_trained:
-            if run_trained:
-                out.append("\x1b[0m" if style == "ansi" else "]]")
-            if trained:
-                out.append("\x1b[1;32m" if style == "ansi" else "[[")
-            run_trained = trained
-        out.append(tok.decode([tid]))
-    if run_trained:
-        out.append("\x1b[0m" if style == "ansi" else "]]")
-    return "".join(out)
+MASK_MARKS = {"ansi": ("\x1b[1;32m", "\x1b[0m"), "plain": ("[[", "]]")}  # around trained tokens
+
+
+def show_mask(tok, e: Encoded, *, style: str = "ansi") -> str:
+    """An encoded example's tokens with the trained ones marked: ANSI colours for terminals, [[...]] for plain text.
+    The runs are the report's (`mask_segments`), so terminal and report always agree."""
+    on, off = MASK_MARKS[style]
+    return "".join(f"{on}{text}{off}" if trained else text for text, trained in mask_segments(tok, e))
 
 
 def mask_segments(tok, e: Encoded) -> list[list]:
@@ -239,8 +229,8 @@ def mask_segments(tok, e: Encoded) -> list[list]:
 def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = "train",
                  style: str = "plain") -> list[str]:
     """Blocks of text for `tunewise data show-mask`: the first n examples of a split with trained tokens marked."""
-    from tunewise.data.prepare import _source
-    from tunewise.data.readers import ExampleChecker, _id_prefix, read_records
+    from tunewise.data.prepare import _source, example_checker
+    from tunewise.data.readers import read_records
     from tunewise.errors import RecipeError
     from tunewise.models import resolve_base_model
     from tunewise.recipe import load_recipe
@@ -252,16 +242,11 @@ def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = 
     data_file = getattr(recipe.data, split, None) if split in ("train", "validation", "test") else None
     if data_file is None:
         raise RecipeError(f"{recipe_path}: the recipe has no data.{split} file; use --split train")
-    cfg = recipe.data
     source = _source(data_file, split)
-    checker = ExampleChecker(recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
-                             completion_field=data_file.completion_field or cfg.completion_field,
-                             system_prompt=cfg.system_prompt, messages_field=cfg.messages_field,
-                             slice_fields=cfg.slice_fields, id_prefix=_id_prefix(source))
-    examples, bad = read_records(source, checker, fmt=cfg.format, on_error="quarantine", max_quarantine_fraction=1.0)
+    examples, bad = read_records(source, example_checker(recipe, data_file, split), fmt=recipe.data.format,
+                                 on_error="quarantine", max_quarantine_fraction=1.0)
     tok = load_tokenizer(resolve_base_model(recipe.model.base).path)
-    on = "\x1b[1;32m" if style == "ansi" else "[["
-    off = "\x1b[0m" if style == "ansi" else "]]"
+    on, off = MASK_MARKS[style]
     blocks = [f"{recipe.task} examples from {source} with model {recipe.model.base}: tokens between {on}{off} "
               f"carry loss; everything else is context (max_length {recipe.model.max_length}, "
               f"truncation {recipe.model.truncation})."]
@@ -270,8 +255,7 @@ def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = 
     for ex in examples[:n]:
         try:
             e = encode(tok, ex, task=recipe.task, max_length=recipe.model.max_length, truncation=recipe.model.truncation)
-            shown = show_mask(tok, ex, task=recipe.task, max_length=recipe.model.max_length,
-                              truncation=recipe.model.truncation, style=style)
+            shown = show_mask(tok, e, style=style)
             cut = f", {e.truncated} prompt tokens cut" if e.truncated else ""
             head = f"── {ex.origin} · {len(e.input_ids)} tokens, {e.trained_tokens} trained{cut} ──"
         except (TooLong, TemplateError) as exc:
@@ -358,16 +342,3 @@ class CausalCollator:
 
 def as_features(encoded: list[Encoded]) -> list[dict[str, list[int]]]:
     return [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
-
-
-def token_accuracy(logits_argmax: torch.Tensor, labels: torch.Tensor) -> tuple[int, int]:
-    """(correct, counted) next-token predictions over trained positions (labels shifted as the loss shifts them)."""
-    pred = logits_argmax[:, :-1]
-    gold = labels[:, 1:]
-    keep = gold != IGNORE
-    return int((pred[keep] == gold[keep]).sum()), int(keep.sum())
-
-
-def check_task_data(examples: list[Example], path: str) -> None:
-    if not examples:
-        raise DataError(f"{path}: no examples to train on")

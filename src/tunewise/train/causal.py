@@ -31,7 +31,7 @@ from tunewise.tasks.causal import (
     mask_segments,
     pack,
 )
-from tunewise.train.classification import _callbacks, last_complete_checkpoint
+from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
 
 QUARANTINE_FILE = "quarantine.jsonl"
 
@@ -127,7 +127,7 @@ def _quiet_known_warnings() -> None:
 
 def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
     from datasets import Dataset
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
 
     _quiet_known_warnings()
     cfg = recipe.train
@@ -160,42 +160,15 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
     if not resume:
         (out / "train_log.jsonl").unlink(missing_ok=True)
-    strategy = "steps" if cfg.checkpoint_every_steps is not None else "epoch"
     best_name = recipe.best_metric()
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=min(cfg.eval_batch_size, 16),  # logits over a 49k vocabulary are large
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_fraction,
-        lr_scheduler_type="linear",
-        bf16=placement.precision == "bf16",
-        use_cpu=placement.device == "cpu",
-        eval_strategy=strategy if val_ds is not None else "no",
-        save_strategy=strategy,
-        eval_steps=cfg.checkpoint_every_steps,
-        save_steps=cfg.checkpoint_every_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=val_ds is not None,
-        metric_for_best_model=f"eval_{best_name}" if val_ds is not None else None,
-        greater_is_better=False if val_ds is not None else None,
-        logging_strategy="steps",
-        logging_steps=max(1, min(25, len(train_ds) // (cfg.batch_size * cfg.gradient_accumulation_steps) // 4 or 1)),
-        report_to="none",
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length and not cfg.packing else "random",
-        length_column_name="length",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        label_names=["labels"],
+    args = training_arguments(
+        recipe, placement, ckpt_dir, train_rows=len(train_ds), has_validation=val_ds is not None,
+        eval_batch_size=min(cfg.eval_batch_size, 16),  # logits over a 49k vocabulary are large
+        max_logging_steps=25, group_by_length=cfg.group_by_length and not cfg.packing,
+        remove_unused_columns=False, label_names=["labels"],
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-    )
-    callbacks, timer = _callbacks(out, cfg.early_stopping_patience, val_ds is not None)
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None)
+    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=CausalCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,

@@ -11,7 +11,6 @@ Reads data/ (train, validation, labels); writes model/:
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -21,56 +20,11 @@ from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from tunewise.tasks.classification import encode, load_model, load_tokenizer, trainer_metrics
-
-
-def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """Newest checkpoint that was fully written: a kill during saving leaves one without a readable trainer_state."""
-    if not ckpt_dir.is_dir():
-        return None
-    candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                        key=lambda p: int(p.name.split("-")[-1]), reverse=True)
-    for folder in candidates:
-        try:
-            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if any(folder.glob("*.safetensors")) and (folder / "optimizer.pt").is_file():
-            return str(folder)
-    return None
-
-
-def _callbacks(out: Path, patience: int | None, has_validation: bool):
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers import EarlyStoppingCallback, TrainerCallback
-    from transformers.integrations import TensorBoardCallback
-
-    class LogAndTime(TrainerCallback):
-        """Appends each log entry to train_log.jsonl as it happens, and keeps evaluation time out of throughput."""
-
-        def __init__(self):
-            self.eval_seconds = 0.0
-            self._eval_start = None
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            with open(out / "train_log.jsonl", "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self._eval_start = time.perf_counter()  # evaluation, when due, runs right after a step ends
-
-        def on_evaluate(self, args, state, control, **kwargs):
-            if self._eval_start is not None:
-                self.eval_seconds += time.perf_counter() - self._eval_start
-
-    timer = LogAndTime()
-    callbacks = [timer, TensorBoardCallback(SummaryWriter(log_dir=str(out / "tensorboard")))]
-    if has_validation and patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
-    return callbacks, timer
+from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
 
 
 def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+    from transformers import DataCollatorWithPadding, Trainer, set_seed
 
     cfg = recipe.train
     labels = load_labels(data_dir)
@@ -93,40 +47,11 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
     if not resume:
         (out / "train_log.jsonl").unlink(missing_ok=True)
-    by_steps = cfg.checkpoint_every_steps is not None
-    strategy = "steps" if by_steps else "epoch"
     best_name = recipe.best_metric()
-    best_metric = f"eval_{best_name}"
-    args = TrainingArguments(
-        output_dir=str(ckpt_dir),
-        num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.eval_batch_size,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_fraction,  # a float < 1 is a share of all steps in transformers 5
-        lr_scheduler_type="linear",
-        bf16=placement.precision == "bf16",
-        use_cpu=placement.device == "cpu",
-        eval_strategy=strategy if val_ds is not None else "no",
-        save_strategy=strategy,
-        eval_steps=cfg.checkpoint_every_steps,
-        save_steps=cfg.checkpoint_every_steps,
-        save_total_limit=cfg.save_total_limit,
-        load_best_model_at_end=val_ds is not None,
-        metric_for_best_model=best_metric if val_ds is not None else None,
-        greater_is_better=best_name != "loss" if val_ds is not None else None,
-        logging_strategy="steps",
-        logging_steps=max(1, min(50, len(train_ds) // cfg.batch_size // 4 or 1)),
-        report_to="none",
-        seed=recipe.seed,
-        data_seed=recipe.seed,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
-        length_column_name="length",
-        dataloader_num_workers=0,
-        save_only_model=False,
-    )
-    callbacks, timer = _callbacks(out, cfg.early_stopping_patience, val_ds is not None)
+    args = training_arguments(recipe, placement, ckpt_dir, train_rows=len(train_ds), has_validation=val_ds is not None,
+                              eval_batch_size=cfg.eval_batch_size, max_logging_steps=50,
+                              group_by_length=cfg.group_by_length, save_only_model=False)
+    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
                       processing_class=tokenizer, compute_metrics=trainer_metrics, callbacks=callbacks)
