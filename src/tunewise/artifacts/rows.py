@@ -1,0 +1,97 @@
+"""The rows the data stage writes (data/{train,validation,test}.jsonl, labels.json) and their readers.
+
+Every later stage reads its data through these functions, never by parsing the files itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tunewise.errors import DataError
+
+SPLITS = ("train", "validation", "test")
+LABELS_FILE = "labels.json"
+
+
+@dataclass
+class Row:
+    id: str  # the file's own `id` value when present and non-empty, else "{file_stem}:{line}"
+    text: str
+    label: str  # always a string: integer labels 0/1 become "0"/"1"
+    meta: dict[str, Any]  # the configured slice_fields; missing or empty values are None
+    origin: str  # "path/to/file.jsonl:12"
+
+
+@dataclass
+class Example:
+    """One generation or chat example, as messages. A generation row becomes [system?, user(prompt),
+    assistant(completion)]; a chat row keeps its messages. Assistant messages may carry "weight": 0 (not trained)."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    meta: dict[str, Any]
+    origin: str
+    references: list[str] = field(default_factory=list)  # further references for evaluation (generation)
+
+    @property
+    def label(self) -> str:
+        return ""  # causal examples have no class: splits treat them as one stratum
+
+    @property
+    def target(self) -> str:
+        """The last assistant message: what evaluation compares generations against."""
+        return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
+
+    @property
+    def prompt_messages(self) -> list[dict[str, Any]]:
+        """The messages before the last assistant turn: what the model is asked at evaluation time."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return [{"role": m["role"], "content": m["content"]} for m in self.messages[:last]]
+
+    @property
+    def text(self) -> str:
+        """The input side as one string (non-assistant messages), for audits and drift."""
+        return "\n".join(m["content"] for m in self.messages if m["role"] != "assistant")
+
+
+def load_examples(folder: Path, split: str) -> list[Example]:
+    """Read back `{folder}/{split}.jsonl` of a generation or chat run, as written by prepare_data."""
+    return _read_back(folder, split, Example, "example")
+
+
+def available_splits(folder: Path) -> list[str]:
+    """The splits the data stage wrote into `folder`, in train/validation/test order."""
+    return [name for name in SPLITS if (Path(folder) / f"{name}.jsonl").is_file()]
+
+
+def load_split(folder: Path, split: str) -> list[Row]:
+    """Read back `{folder}/{split}.jsonl` as written by prepare_data (classification)."""
+    return _read_back(folder, split, Row, "row")
+
+
+def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
+                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                rows.append(record(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise DataError(f"{path}:{number}: not {'an' if what[0] in 'aeiou' else 'a'} {what} written by the "
+                                f"data stage ({exc}); the file was damaged: run the data stage again") from None
+    return rows
+
+
+def load_labels(folder: Path) -> list[str]:
+    """The label set, in order, as the data stage wrote it (labels.json, a typed artifact)."""
+    from tunewise.artifacts.data import Labels
+
+    return list(Labels.read(Path(folder) / LABELS_FILE).labels)
+
+

@@ -1,0 +1,117 @@
+"""model/train_summary.json: how the model was trained, for the card, the report and the coming release gate.
+
+A classifier and a causal LM are trained differently and report different facts (examples/s against trained
+tokens/s, per-epoch token accuracy, LoRA settings), so the file comes in two kinds told apart by `task`;
+`TrainSummary.read` returns the right one, and the fields both share live on TrainSummary itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tunewise.artifacts.base import Artifact, Strict
+
+
+class BestMetric(Strict):
+    """The validation score that picked the best checkpoint."""
+
+    name: str = Field(description="train.metric_for_best_model as resolved, e.g. macro_f1 or loss.")
+    value: float = Field(description="Its value at the best checkpoint.")
+
+
+class TrainSummary(Artifact):
+    """model/train_summary.json: base model, method, precision and device, epochs and steps, best checkpoint,
+    examples, time and throughput. One of ClassifierTrainSummary or CausalTrainSummary, by `task`."""
+
+    FILE = "train_summary.json"
+    STAGE = "train"
+    SCHEMA_VERSION = 1
+    DISCRIMINATOR = "task"
+
+    task: str = Field(description="The recipe's task; it decides the kind of summary.")
+    base_model: str = Field(description="model.base as written in the recipe.")
+    base_model_path: str = Field(description="The local folder the base weights were loaded from.")
+    base_model_hub_id: str | None = Field(description="The base model's hub id; null for a local model.")
+    method: Literal["full", "lora"] = Field(description="Full fine-tuning or LoRA adapters.")
+    precision: str = Field(description="The precision trained in (bf16 or fp32).")
+    precision_reason: str = Field(description="Why that precision was chosen.")
+    device: str = Field(description="cpu or cuda.")
+    epochs_run: float = Field(description="Epochs actually run (fewer than planned after early stopping).")
+    global_steps: int = Field(description="Optimizer steps.")
+    resumed_from: str | None = Field(description="The checkpoint training resumed from (`--resume`), else null.")
+    best_checkpoint: str | None = Field(description="The best checkpoint relative to the run directory; null "
+                                                    "without a validation split.")
+    best_metric: BestMetric | None = Field(description="Its validation score; null without a validation split.")
+    early_stopped: bool = Field(description="Training stopped before the planned epochs.")
+    train_examples: int = Field(description="Training examples (after quarantine).")
+    validation_examples: int = Field(description="Validation examples.")
+    truncated_train_examples: int = Field(description="Training examples cut to model.max_length.")
+    train_seconds: float = Field(description="Wall time of training, evaluation during training included.")
+    eval_seconds_during_training: float = Field(description="Of which validation.")
+    final_train_loss: float = Field(description="Mean training loss reported by the Trainer.")
+    parameters: int = Field(description="Parameters of the model.")
+
+
+class ClassifierTrainSummary(TrainSummary):
+    """train_summary.json of a classifier (an encoder with a classification head)."""
+
+    task: Literal["classification"] = Field(description="The recipe's task.")
+    train_examples_per_second: float | None = Field(
+        description="Training throughput, evaluation time excluded; null after a resume (it would mix runs).")
+    labels: list[str] = Field(description="The labels, in model output order.")
+
+
+class LoraSettings(Strict):
+    """The LoRA adapter settings (model.lora_*)."""
+
+    r: int = Field(description="Adapter rank.")
+    alpha: int = Field(description="Scaling numerator (alpha / r).")
+    dropout: float = Field(description="Dropout on the adapter input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(description="Modules that got adapters.")
+
+
+class EpochValidation(Strict):
+    """Validation after one epoch."""
+
+    epoch: float = Field(description="Epoch number (fractional for partial epochs).")
+    eval_loss: float = Field(description="Validation loss on trained positions.")
+    eval_mean_token_accuracy: float | None = Field(description="Share of trained positions predicted exactly.")
+    step: int | None = Field(description="Optimizer step of the evaluation.")
+
+
+class MaskPreview(Strict):
+    """One training example as the model saw it, with the tokens that carry loss marked."""
+
+    id: str | None = Field(description="The example's id.")
+    tokens: int = Field(description="Tokens in the example.")
+    trained_tokens: int = Field(description="Tokens that carry loss.")
+    truncated: int = Field(description="Prompt tokens cut to fit model.max_length.")
+    segments: list[tuple[str, bool]] = Field(description="[text, trained] runs, in order.")
+
+
+class CausalTrainSummary(TrainSummary):
+    """train_summary.json of a causal LM (generation and chat): tokens, LoRA, per-epoch validation."""
+
+    task: Literal["generation", "chat"] = Field(description="The recipe's task.")
+    base_model_gguf: str | None = Field(description="The .gguf file the base weights were converted from.")
+    finetune: Literal["full", "lora"] = Field(description="Same as method (kept for older readers).")
+    lora: LoraSettings | None = Field(description="The adapter settings; null for full fine-tuning.")
+    packing: bool = Field(description="train.packing: examples packed into rows of model.max_length.")
+    gradient_checkpointing: bool = Field(description="train.gradient_checkpointing.")
+    train_rows: int = Field(description="Training rows fed to the Trainer (packed rows with packing).")
+    quarantined_examples: int = Field(description="Examples that could not be encoded (model/quarantine.jsonl).")
+    truncated_prompt_tokens: int = Field(description="Prompt tokens cut to fit model.max_length, in total.")
+    trained_tokens: int = Field(description="Tokens that carried loss, over all epochs run.")
+    tokens_per_epoch: int = Field(description="Tokens processed per epoch (trained or not).")
+    trained_tokens_per_second: float | None = Field(
+        description="Trained tokens per second of training; null after a resume.")
+    processed_tokens_per_second: float | None = Field(
+        description="Processed tokens per second of training; null after a resume.")
+    per_epoch: list[EpochValidation] = Field(description="Validation after each epoch; empty without validation.")
+    trainable_parameters: int = Field(description="Parameters trained (the adapters only, for LoRA).")
+    mask_preview: list[MaskPreview] = Field(description="The first training examples with their loss mask.")
+
+
+TrainSummary.VARIANTS = (ClassifierTrainSummary, CausalTrainSummary)
