@@ -206,13 +206,13 @@ def datasketch_reference(texts: list[str], ids: list[str], threshold: float, ind
     """Plain datasketch: MinHash.update_batch per text + MinHashLSH insert/query over the same word sets."""
     from datasketch import MinHash, MinHashLSH
 
-    from tunewise.audit.normalize import _NON_WORD, exact_form
+    from tunewise.audit.normalize import NON_WORD, exact_form
 
     t0 = time.perf_counter()
     lsh = MinHashLSH(threshold=threshold, num_perm=128)
     sketches = []
     for i, text in enumerate(texts):
-        words = {w.encode() for w in _NON_WORD.sub(" ", exact_form(text).casefold()).split()}
+        words = {w.encode() for w in NON_WORD.sub(" ", exact_form(text).casefold()).split()}
         m = MinHash(num_perm=128)
         m.update_batch(words)
         sketches.append(m)

@@ -5,6 +5,7 @@ blocked run that says why. No model is trained here."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import random
@@ -15,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tunewise.artifacts.data import SourceFile
 from tunewise.audit import pii, provenance
 from tunewise.audit.dedup import DuplicateIndex
-from tunewise.audit.findings import card_summary
 from tunewise.audit.minhash import MinHasher, lsh_bands
 from tunewise.audit.normalize import exact_form
 from tunewise.audit.planted import paraphrase as _planted_paraphrase
@@ -121,6 +122,12 @@ def test_no_pii_false_positives_on_real_banking77_and_sst2(shared_data):
     assert hits == []
 
 
+def _file(licence: str | None) -> SourceFile:
+    """A data file as the data stage's summary.json records it, with the given licence."""
+    return SourceFile(path="t.jsonl", sha256=None, source="tests", license=licence, contains_personal_data=False,
+                      max_rows=None)
+
+
 @pytest.mark.parametrize("licence, use, severity", [
     ("CC-BY-NC-4.0", "commercial", "blocking"),
     ("CC BY-NC-SA 4.0", "commercial", "blocking"),
@@ -132,14 +139,14 @@ def test_no_pii_false_positives_on_real_banking77_and_sst2(shared_data):
     ("Apache-2.0", "commercial", None),
 ])
 def test_licence_against_intended_use(licence, use, severity):
-    verdicts = [v for v in provenance.judge("train", {"path": "t.jsonl", "license": licence}, use, "warning")
+    verdicts = [v for v in provenance.judge("train", _file(licence), use, "warning")
                 if v.kind == "non_commercial"]
     assert (verdicts[0].severity if verdicts else None) == severity
 
 
 @pytest.mark.parametrize("policy", ["warning", "blocking"])
 def test_missing_licence_follows_policy(policy):
-    (v,) = provenance.judge("test", {"path": "t.jsonl", "license": None}, "commercial", policy)
+    (v,) = provenance.judge("test", _file(None), "commercial", policy)
     assert v.kind == "missing" and v.severity == policy and "data.test.license" in v.action
 
 
@@ -381,8 +388,9 @@ def test_non_commercial_data_under_commercial_use_blocks_the_run(nc_recipe, bank
 
 
 def test_allowing_the_licence_check_lets_it_through_and_the_card_records_it(nc_recipe, banking_slice, tunewise):
-    from tunewise.release.model_card import build_model_card
-    from tunewise.rundir import RunDir
+    from tunewise.artifacts import Findings
+    from tunewise.card.audit import audit_summary
+    from tunewise.card.model_card import template_env
 
     proc = tunewise("audit", nc_recipe, "audit.allow=[license]")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -393,11 +401,9 @@ def test_allowing_the_licence_check_lets_it_through_and_the_card_records_it(nc_r
     assert lic["severity"] == "blocking" and lic["allowed"] and doc["policy"]["allow"] == ["license"]
     assert not doc["summary"]["blocked"] and doc["summary"]["allowed_blocking"] == ["license"]
     assert "accepted for this run by `audit.allow`: license" in (root / "audit" / "datacard.md").read_text()
-    # the model card built from this audit links the datasheet and names the override
-    rd = RunDir.open(root)
-    text = str(build_model_card(rd.recipe, {"n_test": 90, "models": {}}, {}, json.loads(
-        (root / "data" / "summary.json").read_text()), datacard_path="../audit/datacard.md",
-        audit=card_summary(doc, "../audit/datacard.md")))
+    # the model card's audit section, from this typed findings.json, links the datasheet and names the override
+    audit = audit_summary(Findings.read(root / "audit" / "findings.json"), "../audit/datacard.md")
+    text = template_env(autoescape=False).get_template("model_card_audit.md.j2").render(audit=audit)
     assert "[dataset card](../audit/datacard.md)" in text and "### Data audit" in text
     assert "`audit.allow: [license]`" in text and "CC-BY-NC-4.0" in text
 
@@ -482,3 +488,79 @@ def test_chat_audit_redacts_pii_and_falls_back_to_estimated_lengths(shared_data,
     unit = doc["stats"]["length_unit"]
     assert unit.startswith("estimated tokens") and "nobody/no-such-model" in unit
     assert any(f["check"] == "leak" and f["id"] == "leaked" for f in read_jsonl(audit / "flagged.jsonl"))
+
+
+# ---------------------------------------------------------------- structure
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
+
+
+def imported_modules(tree: ast.Module) -> set[str]:
+    """Every tunewise module a file imports; `from a import b` counts as a and a.b (b may be a submodule)."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    return {m for m in found if m.startswith("tunewise")}
+
+
+@pytest.mark.parametrize("package, other", [("audit", "tunewise.card"), ("card", "tunewise.audit")])
+def test_audit_and_card_do_not_import_each_other(package, other):
+    for path in sorted((SRC / package).rglob("*.py")):
+        bad = {m for m in imported_modules(ast.parse(path.read_text(encoding="utf-8")))
+               if m == other or m.startswith(other + ".")}
+        assert not bad, f"{path.relative_to(SRC)} imports {sorted(bad)}: stages meet only through run-directory files"
+
+
+def test_no_module_uses_another_modules_private_names():
+    problems = []
+    for path in sorted(SRC.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        bound: set[str] = set()  # local names of imported tunewise modules (or their members)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tunewise"):
+                problems += [f"{path.relative_to(SRC)}:{node.lineno} imports {a.name} from {node.module}"
+                             for a in node.names if a.name.startswith("_")]
+                bound.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                bound.update((a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith("tunewise"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in bound \
+                    and node.attr.startswith("_") and not node.attr.startswith("__"):
+                problems.append(f"{path.relative_to(SRC)}:{node.lineno} uses {node.value.id}.{node.attr}")
+    assert not problems, "private names used across modules:\n" + "\n".join(problems)
+
+
+def test_atomic_jsonl_writer_streams_and_leaves_nothing_behind_on_error(tmp_path):
+    from tunewise.rundir import AtomicJsonlWriter
+
+    target = tmp_path / "out" / "rows.jsonl"
+    with AtomicJsonlWriter(target) as writer:
+        writer.write({"id": "a", "text": "café"})
+        assert not target.exists()  # only the temp file exists until the block ends
+        writer.write({"id": "b"})
+    assert read_jsonl(target) == [{"id": "a", "text": "café"}, {"id": "b"}]
+    with pytest.raises(RuntimeError):
+        with AtomicJsonlWriter(target) as writer:
+            writer.write({"id": "c"})
+            raise RuntimeError("crash mid-stream")
+    assert read_jsonl(target) == [{"id": "a", "text": "café"}, {"id": "b"}]  # the old file, untouched
+    assert [p.name for p in target.parent.iterdir()] == ["rows.jsonl"]  # no temp file left
+
+
+def test_each_audit_check_comes_from_one_check_module_and_the_stage_only_orchestrates(planted):
+    from tunewise.audit.checks import CHECKS
+    from tunewise.audit.scan import scan
+    from tunewise.recipe import AUDIT_CHECKS
+    from tunewise.rundir import RunDir
+
+    rd = RunDir.open(planted["audit"].parent)
+    collected = scan(rd.recipe, rd.stage_dir("data"))
+    reported = [name for check in CHECKS for name in check(collected).status]
+    assert sorted(reported) == sorted(AUDIT_CHECKS)  # every check, each from exactly one module
+    tree = ast.parse((SRC / "audit" / "stage.py").read_text(encoding="utf-8"))
+    longest = max(f.end_lineno - f.lineno + 1 for f in ast.walk(tree) if isinstance(f, ast.FunctionDef))
+    assert longest <= 50, f"a {longest}-line function in audit/stage.py: checks belong in audit/checks/"

@@ -5,48 +5,36 @@ personal data, and each source's licence against the recipe's intended use; writ
 quarantine.jsonl, plots and a datasheet (datacard.md). Blocking findings stop training unless `audit.allow`
 accepts them (see findings.py for the policy).
 
-Modules: normalize (text forms), minhash + dedup (exact and near-duplicates, streaming), leakage (n-gram
-overlap), labels (conflicts, cleanlab noise, imbalance), pii, provenance (licences), length (tokenizer lengths),
-plots, datacard, stage (the orchestration).
+Modules: stage (the orchestration: scan -> checks -> policy -> write), scan (the one streaming pass over data/),
+checks/ (one module per check, each returning its findings), findings (findings, policy, summaries), and the
+methods the checks use: normalize (text forms), minhash + dedup (exact and near-duplicates, streaming), leakage
+(n-gram overlap), labels (conflicts, cleanlab noise, imbalance), pii, provenance (licences), length (tokenizer
+lengths); plots and datacard write the rest of audit/.
 """
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
-
-from tunewise.errors import AuditBlocked, RunDirError
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tunewise.rundir import RunDir
+    from tunewise.rundir import RunDir, StageOutcome
+    from tunewise.stages import RunOptions
 
-__all__ = ["run_audit", "load_findings", "check_gate"]
+__all__ = ["run", "run_audit"]
+
+
+def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
+    """The audit stage: reads data/, writes audit/. Not run when `audit.enabled` is false, unless asked for by name
+    (`tunewise audit`). Blocking findings are enforced by the train stage, so audit/ is always written for the
+    user to read."""
+    from tunewise.rundir import StageOutcome
+
+    if not rd.recipe.audit.enabled and not options.explicit:
+        return StageOutcome("audit", False, 0.0, "audit: disabled (audit.enabled=false); training is not gated")
+    return rd.run_stage("audit", lambda out: run_audit(rd.recipe, rd.stage_dir("data"), out), force=options.force)
 
 
 def run_audit(recipe, data_dir, out) -> str:  # noqa: ANN001  # re-exported lazily: the stage imports numpy & co
-    from tunewise.audit.stage import run_audit as _run
+    from tunewise.audit.stage import run_audit as audit_folder
 
-    return _run(recipe, data_dir, out)
-
-
-def load_findings(rd: "RunDir") -> dict[str, Any]:
-    """audit/findings.json of a run whose audit stage finished."""
-    from tunewise.audit.findings import FINDINGS_FILE
-
-    path = rd.stage_dir("audit") / FINDINGS_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: missing or damaged ({exc}); rerun the audit with "
-                          f"`tunewise audit {rd.root} --force`") from None
-
-
-def check_gate(rd: "RunDir", *, by: str = "train") -> None:
-    """Raise AuditBlocked (naming the findings, their rows and the way out) when the run's audit has blocking
-    findings that `audit.allow` does not accept. Needs the audit stage to have finished."""
-    from tunewise.audit.findings import FINDINGS_FILE, blocked_message, blocking
-
-    rd.require("audit", by)
-    doc = load_findings(rd)
-    if blocking(doc["findings"]):
-        raise AuditBlocked(blocked_message(doc, str(rd.stage_dir("audit") / FINDINGS_FILE)))
+    return audit_folder(recipe, data_dir, out)

@@ -13,12 +13,15 @@ from typing import Any
 import jinja2
 
 import tunewise
-from tunewise.audit.findings import CHECK_TITLES
+from tunewise.artifacts.data import DataSummary
+from tunewise.artifacts.findings import CHECK_TITLES
 from tunewise.audit.pii import KIND_WORDS
 from tunewise.recipe import Recipe
+from tunewise.tasks import task_for
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 NOT_STATED = "_Not stated in the recipe._"
+# what a row is, in the card's words: by task name, since generation and chat share one Task implementation
 TASK_WORDS = {
     "classification": "a text and its label (text classification)",
     "generation": "a prompt and the completion the model should learn to write (generation)",
@@ -30,22 +33,20 @@ def _md(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", r"\|")
 
 
-def render_datacard(recipe: Recipe, data_summary: dict[str, Any], doc: dict[str, Any]) -> str:
+def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["md"] = _md
     env.filters["sentence"] = lambda text: text[:1].upper() + text[1:]
     stats = doc["stats"]
-    files = data_summary.get("files") or {}
     splits = []
     for name, s in stats["splits"].items():
-        info = (data_summary.get("splits") or {}).get(name) or {}
-        source = "train" if info.get("carved_from") else name
-        facts = files.get(source) or {}
+        info = data_summary.splits[name]
+        facts = data_summary.source_of(name)
         splits.append({
-            "name": name, "rows": s["rows"], "file": Path(facts.get("path") or "?").name,
-            "carved_from": info.get("carved_from"), "sha256": (facts.get("sha256") or "")[:12] or "—",
-            "quarantined": info.get("quarantined", 0), "length": s["length"], "pii_rows": s["pii_rows"],
+            "name": name, "rows": s["rows"], "file": Path(facts.path).name,
+            "carved_from": info.carved_from, "sha256": (facts.sha256 or "")[:12] or "—",
+            "quarantined": info.quarantined, "length": s["length"], "pii_rows": s["pii_rows"],
             "pii_by_kind": s["pii_by_kind"], "duplicates": s["exact_duplicates"], "near_empty": s["near_empty"],
             "label_counts": s["label_counts"],
         })
@@ -55,9 +56,10 @@ def render_datacard(recipe: Recipe, data_summary: dict[str, Any], doc: dict[str,
     pii_kinds = sorted({k for s in splits for k in s["pii_by_kind"]})
     ctx = {
         "recipe": recipe,
+        "task": task_for(recipe),  # the facts that decide which sentences apply (has_prompts)
         "name": recipe.card.model_name or recipe.name,
         "task_words": TASK_WORDS[recipe.task],
-        "files": [{"split": k, **v, "file": Path(v.get("path") or "?").name} for k, v in files.items()],
+        "files": [{"split": k, **v.model_dump(), "file": Path(v.path).name} for k, v in data_summary.files.items()],
         "splits": splits,
         "labels": labels,
         "findings": findings,
@@ -69,9 +71,9 @@ def render_datacard(recipe: Recipe, data_summary: dict[str, Any], doc: dict[str,
         "stats": stats,
         "pii_kinds": pii_kinds,
         "pii_words": KIND_WORDS,
-        "data_quarantined": stats.get("data_quarantined", 0),
-        "carved": data_summary.get("carved") or {},
-        "on_error": data_summary.get("on_error"),
+        "data_quarantined": stats["data_quarantined"],
+        "carved": data_summary.carved,
+        "on_error": data_summary.on_error,
         "signature": doc["signature"],
         "version": tunewise.__version__,
         "not_stated": NOT_STATED,

@@ -15,7 +15,7 @@ import numpy as np
 from datasketch.hashfunc import sha1_hash32
 
 from tunewise.audit import minhash
-from tunewise.audit.normalize import _NON_WORD, exact_form, key64
+from tunewise.audit.normalize import NON_WORD, exact_form, key64
 
 NUM_PERM = 128
 SHORT_TEXT_WORDS = 30  # median words at or below which shingles are single words
@@ -151,7 +151,7 @@ class DuplicateIndex:
     def shingles(self, form: str) -> tuple[list[int], str]:
         """32-bit hashes of the word shingles of an exact form (neither unique nor sorted), and its words joined
         by single spaces (for character 3-grams)."""
-        toks = _NON_WORD.sub(" ", form.casefold()).split()
+        toks = NON_WORD.sub(" ", form.casefold()).split()
         joined = " ".join(toks) if self.char_grams else ""
         k = self.shingle_words
         if k > 1 and len(toks) > k:

@@ -12,26 +12,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunewise.artifacts.findings import FINDINGS_FILE  # the file's name lives with its schema
 from tunewise.recipe import AUDIT_CHECKS, AuditConfig
 
 SEVERITIES = ("info", "warning", "blocking")
 EXAMPLES = 10
-FINDINGS_FILE = "findings.json"
 
-# What each check is about, for summaries and the dataset card.
-CHECK_TITLES = {
-    "duplicate": "exact duplicates (after Unicode and whitespace normalisation)",
-    "near_duplicate": "near-duplicates (MinHash LSH, verified Jaccard)",
-    "leak": "train/eval leakage (exact, near-duplicate, n-gram)",
-    "label_conflict": "same or near-same text with different labels",
-    "label_noise": "label-noise candidates (confident learning)",
-    "imbalance": "class imbalance",
-    "length": "length against model.max_length",
-    "empty": "empty or near-empty rows",
-    "pii": "personal data (e-mail, phone, card, IBAN, IP, SSN)",
-    "license": "licence against intended_use",
-    "provenance": "source and personal-data declarations",
-}
 # What a check that found nothing says in the summary.
 CHECK_OK = {
     "duplicate": "no exact duplicates",
@@ -66,6 +52,27 @@ class Finding:
         return asdict(self)
 
 
+@dataclass
+class CheckResult:
+    """What an audit check returns (see audit/checks/): its findings, the lines it adds to flagged.jsonl and
+    quarantine.jsonl, "ran" or why not for each check name it covers, and numbers it measured for the plots."""
+
+    findings: list[Finding] = field(default_factory=list)
+    flagged: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    status: dict[str, str] = field(default_factory=dict)
+    measures: dict[str, Any] = field(default_factory=dict)
+
+    def extend(self, other: "CheckResult") -> "CheckResult":
+        """Append another check's result to this one (in run order)."""
+        self.findings += other.findings
+        self.flagged += other.flagged
+        self.quarantine += other.quarantine
+        self.status.update(other.status)
+        self.measures.update(other.measures)
+        return self
+
+
 def apply_policy(findings: list[Finding], cfg: AuditConfig) -> list[Finding]:
     """Set each finding's final severity (recipe overrides) and whether an allowed check accepts it."""
     for f in findings:
@@ -76,11 +83,6 @@ def apply_policy(findings: list[Finding], cfg: AuditConfig) -> list[Finding]:
     order = {"blocking": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: (order[f.severity], AUDIT_CHECKS.index(f.check), f.split or "", f.kind))
     return findings
-
-
-def blocking(findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Blocking findings (as stored in findings.json) that no `audit.allow` entry accepts."""
-    return [f for f in findings if f["severity"] == "blocking" and not f.get("allowed")]
 
 
 def summary(findings: list[Finding], checks_run: dict[str, str]) -> dict[str, Any]:
@@ -132,48 +134,3 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
 def plural(n: int, word: str, words: str | None = None) -> str:
     """`1 row`, `2 rows`, `1,204 texts`."""
     return f"{n:,} {word if n == 1 else (words or word + 's')}"
-
-
-def row_ref(row: dict[str, Any]) -> str:
-    """`file.jsonl:12 (id x)` for messages: where a person finds the row."""
-    origin = row.get("origin") or "?"
-    short = origin.rsplit("/", 1)[-1]
-    name, _, line = short.rpartition(":")
-    rid = row.get("id")
-    generated = f"{name.rsplit('.', 1)[0]}:{line}"  # the data stage's id for a row without its own
-    return f"{short} (id {rid})" if rid and rid != generated else short
-
-
-def blocked_message(doc: dict[str, Any], findings_path: str) -> str:
-    """The error shown when the audit blocks training: each blocking finding, its rows, and the way out."""
-    stop = blocking(doc["findings"])
-    lines = [f"the data audit found {len(stop)} blocking problem(s); training did not start."]
-    for f in stop:
-        lines.append(f"  - {f['check']} ({f['kind']}{', ' + f['split'] if f.get('split') else ''}): {f['message']}")
-        shown = f["examples"][:5]
-        for ex in shown:
-            extra = f" <- {row_ref(ex['match'])}" if isinstance(ex.get("match"), dict) else ""
-            what = f" [{ex['detail']}]" if ex.get("detail") else ""
-            where = f"{ex['split']}: " if ex.get("split") else ""
-            lines.append(f"      {where}{row_ref(ex)}{extra}{what}")
-        if f["count"] > len(shown) and shown:
-            lines.append(f"      ... and {f['count'] - len(shown):,} more (audit/flagged.jsonl)")
-        lines.append(f"    what to do: {f['action']}")
-    checks = sorted({f["check"] for f in stop})
-    lines.append(f"Details: {findings_path}. Fix the data and rerun, or accept these findings for this run with "
-                 f"`audit.allow=[{','.join(checks)}]` (the override is recorded in the model card).")
-    return "\n".join(lines)
-
-
-def card_summary(doc: dict[str, Any] | None, datacard: str | None = None) -> dict[str, Any]:
-    """What the model card shows of the audit: counts per check and severity, and every accepted override.
-    `doc` None means the audit was disabled for the run."""
-    if doc is None:
-        return {"enabled": False}
-    s = doc["summary"]
-    rows = [{"check": check, "title": CHECK_TITLES[check], **c} for check, c in s["by_check"].items()]
-    allowed = [{"check": f["check"], "kind": f["kind"], "split": f.get("split"), "count": f["count"],
-                "message": f["message"]} for f in doc["findings"] if f.get("allowed")]
-    return {"enabled": True, "blocking": s["blocking"], "warning": s["warning"], "info": s["info"], "rows": rows,
-            "allow": list(doc["policy"]["allow"]), "allowed": allowed, "datacard": datacard,
-            "signature": doc.get("signature", "")}

@@ -16,7 +16,7 @@ import unicodedata
 # zero-width space/joiners, word joiner, BOM, soft hyphen, bidi marks: invisible, so never a real difference
 _INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _SPACE = re.compile(r"\s+")
-_NON_WORD = re.compile(r"[\W_]+")
+NON_WORD = re.compile(r"[\W_]+")
 
 
 def exact_form(text: str) -> str:
@@ -29,7 +29,7 @@ def exact_form(text: str) -> str:
 
 def words(text: str) -> list[str]:
     """Case-folded words of the exact form, punctuation and symbols dropped."""
-    return _NON_WORD.sub(" ", exact_form(text).casefold()).split()
+    return NON_WORD.sub(" ", exact_form(text).casefold()).split()
 
 
 def key64(form: str) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+
+from tunewise.artifacts.data import SourceFile
 
 _NC = re.compile(r"(^|[-_ ])NC([-_ ]|$)|NON[-_ ]?COMMERCIAL|RESEARCH[-_ ]?ONLY|ACADEMIC|RESEARCH[-_ ]USE|"
                  r"EDUCATIONAL[-_ ]ONLY|PERSONAL[-_ ]USE", re.IGNORECASE)
@@ -33,11 +34,10 @@ class LicenceVerdict:
     action: str
 
 
-def judge(split: str, facts: dict[str, Any], intended_use: str, missing_license: str) -> list[LicenceVerdict]:
-    """Verdicts on one data file's licence (facts: the data stage's summary["files"][split])."""
-    path = facts.get("path") or "?"
-    where = f"data.{split} ({path})"
-    lic = facts.get("license")
+def judge(split: str, facts: SourceFile, intended_use: str, missing_license: str) -> list[LicenceVerdict]:
+    """Verdicts on one data file's licence (facts: the data stage's summary.files[split])."""
+    where = f"data.{split} ({facts.path})"
+    lic = facts.license
     out: list[LicenceVerdict] = []
     if lic is None or not str(lic).strip() or _UNKNOWN.match(str(lic).strip()):
         out.append(LicenceVerdict(
@@ -83,19 +83,18 @@ def judge(split: str, facts: dict[str, Any], intended_use: str, missing_license:
     return out
 
 
-def declarations(split: str, facts: dict[str, Any]) -> list[LicenceVerdict]:
+def declarations(split: str, facts: SourceFile) -> list[LicenceVerdict]:
     """Verdicts on a file's `source` and `contains_personal_data` declarations (check `provenance`)."""
-    path = facts.get("path") or "?"
-    where = f"data.{split} ({path})"
+    where = f"data.{split} ({facts.path})"
     out = []
-    if not facts.get("source"):
+    if not facts.source:
         out.append(LicenceVerdict("warning", "missing_source", f"{where} does not say where the data came from",
                                   f"set `data.{split}.source` (URL, repository, team or generator script)"))
-    if facts.get("contains_personal_data") is None:
+    if facts.contains_personal_data is None:
         out.append(LicenceVerdict("warning", "personal_data_undeclared",
                                   f"{where} does not declare whether it contains personal data",
                                   f"set `data.{split}.contains_personal_data` to true or false"))
-    elif facts.get("contains_personal_data"):
+    elif facts.contains_personal_data:
         out.append(LicenceVerdict("info", "personal_data_declared", f"{where} declares that it contains personal data",
                                   "make sure there is a legal basis to process it and that the model card says so"))
     return out

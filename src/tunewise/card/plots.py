@@ -1,61 +1,22 @@
 """Plots for the card stage: each function takes plain dicts/lists and returns an SVG string.
 
-We use `matplotlib.figure.Figure` directly (not pyplot), so no GUI backend is touched, no global figure
-registry grows, and nothing has to be closed: the figure is garbage once the SVG string is returned.
-Text stays text (`svg.fonttype: none`), which keeps files small and labels searchable, and ids are
-salted per plot and the date is omitted, so the same inputs give byte-identical SVGs (and several
-SVGs can be inlined in one HTML page without id clashes).
+Drawn with the shared plotting kit (tunewise.kit.plots): a plain `Figure` (no pyplot), text kept as text,
+salted ids and no date, so the same inputs give byte-identical SVGs.
 """
 
 from __future__ import annotations
 
-import io
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import matplotlib
 from matplotlib.colors import PowerNorm
-from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
+from tunewise.kit.plots import (BASELINE, HIGHLIGHT, RC, SCORE_COLOR, TRAIN_COLOR, VAL_COLOR, figure, is_number,
+                                literal_text, message, to_svg)
+
 FINE_TUNED = "fine_tuned"
-HIGHLIGHT = "#1f5fa8"
-BASELINE = "#6b6b6b"
-TRAIN_COLOR = "#1f5fa8"
-VAL_COLOR = "#d1495b"
-SCORE_COLOR = "#2a9d8f"
-RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
-      "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
-      "svg.fonttype": "none", "axes.spines.top": False, "axes.spines.right": False}
-
-
-def _svg(fig: Figure, salt: str) -> str:
-    """Serialise a figure to a deterministic, compact SVG string."""
-    buf = io.StringIO()
-    with matplotlib.rc_context({**RC, "svg.hashsalt": f"tunewise-{salt}"}):
-        # no <metadata> block: it carries a date (not reproducible) and URLs (not needed offline)
-        fig.savefig(buf, format="svg", bbox_inches="tight", pad_inches=0.08,
-                    metadata={"Date": None, "Creator": None, "Type": None, "Format": None})
-    return buf.getvalue()
-
-
-def _figure(width: float, height: float) -> Figure:
-    return Figure(figsize=(width, height), layout="constrained")
-
-
-def _txt(s: Any) -> str:
-    """User text shown literally: a `$` would otherwise switch matplotlib into mathtext."""
-    return str(s).replace("$", r"\$")
-
-
-def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _message(ax: Any, text: str) -> None:
-    ax.set_axis_off()
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=11, color=BASELINE, transform=ax.transAxes)
 
 
 # ---------------------------------------------------------------- loss curves
@@ -64,19 +25,19 @@ def _message(ax: Any, text: str) -> None:
 def loss_curves(train_log: Sequence[dict[str, Any]]) -> str:
     """Train loss, validation loss (left axis) and validation accuracy/macro-F1 (right axis) against step."""
     with matplotlib.rc_context(RC):
-        fig = _figure(6.4, 3.4)
+        fig = figure(6.4, 3.4)
         ax = fig.add_subplot()
         ax.set_title("Training curves")
-        train = [(e["step"], e["loss"]) for e in train_log if _num(e.get("loss")) and "step" in e]
-        val = [(e["step"], e["eval_loss"]) for e in train_log if _num(e.get("eval_loss")) and "step" in e]
-        scores = [(key, label, [(e["step"], e[key]) for e in train_log if _num(e.get(key)) and "step" in e])
+        train = [(e["step"], e["loss"]) for e in train_log if is_number(e.get("loss")) and "step" in e]
+        val = [(e["step"], e["eval_loss"]) for e in train_log if is_number(e.get("eval_loss")) and "step" in e]
+        scores = [(key, label, [(e["step"], e[key]) for e in train_log if is_number(e.get(key)) and "step" in e])
                   for key, label in (("eval_accuracy", "validation accuracy"),
                                      ("eval_macro_f1", "validation macro-F1"),
                                      ("eval_mean_token_accuracy", "validation token accuracy"))]
         scores = [s for s in scores if s[2]]
         if not train and not val and not scores:
-            _message(ax, "no training log")
-            return _svg(fig, "loss")
+            message(ax, "no training log")
+            return to_svg(fig, "loss")
         lines = []
         if train:
             lines += ax.plot(*zip(*train), color=TRAIN_COLOR, lw=1.4, label="train loss")
@@ -94,7 +55,7 @@ def loss_curves(train_log: Sequence[dict[str, Any]]) -> str:
             ax2.set_ylabel("validation score")
             ax2.set_ylim(0, 1.02)
         ax.legend(lines, [ln.get_label() for ln in lines], loc="center right", frameon=False)
-        return _svg(fig, "loss")
+        return to_svg(fig, "loss")
 
 
 # ---------------------------------------------------------------- confusion matrix
@@ -109,18 +70,18 @@ def confusion_matrix(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> 
     k = len(labels)
     with matplotlib.rc_context(RC):
         if k == 0 or not matrix:
-            fig = _figure(4, 3)
-            _message(fig.add_subplot(), "no confusion matrix")
-            return _svg(fig, "confusion")
+            fig = figure(4, 3)
+            message(fig.add_subplot(), "no confusion matrix")
+            return to_svg(fig, "confusion")
         totals = [sum(row) for row in matrix]
         norm = [[c / t if t else 0.0 for c in row] for row, t in zip(matrix, totals)]
         side = max(3.6, 0.42 * k + 1.6) if k <= 20 else 0.15 * k + 2.6
-        fig = _figure(side + 0.9, side)
+        fig = figure(side + 0.9, side)
         ax = fig.add_subplot()
         im = ax.imshow(norm, cmap="Blues", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), interpolation="nearest",
                        aspect="equal")
         tick_size = 8 if k <= 12 else 7 if k <= 20 else 5.5 if k <= 60 else 5 if k <= 100 else 4
-        names = [_txt(label) for label in labels]
+        names = [literal_text(label) for label in labels]
         ax.set_xticks(range(k), names, rotation=90, fontsize=tick_size)
         ax.set_yticks(range(k), names, fontsize=tick_size)
         ax.tick_params(length=2 if k > 20 else 3.5)
@@ -139,36 +100,24 @@ def confusion_matrix(labels: Sequence[str], matrix: Sequence[Sequence[int]]) -> 
         cbar.set_ticks([0, 0.05, 0.2, 0.4, 0.6, 0.8, 1.0])
         cbar.set_label("share of the true class")
         ax.set_title("Confusion matrix (test)" + (", counts in cells" if k <= 20 else f", {k} classes"))
-        return _svg(fig, "confusion")
+        return to_svg(fig, "confusion")
 
 
 # ---------------------------------------------------------------- CI forest
 
 
-def ci_forest(metrics: dict[str, Any], *, salt: str = "forest", title: str | None = None) -> str:
-    """One row per model x metric: point estimate with CI whiskers; the fine-tuned model stands out.
-
-    `salt` keeps SVG ids apart when several forests share a page; `title` replaces the default title.
-    """
-    models = metrics.get("models") or {}
-    order = sorted(models, key=lambda m: (m != FINE_TUNED, m))
-    metric_names: list[str] = []
-    for m in order:
-        for name in ((models[m] or {}).get("metrics") or {}):
-            if name not in metric_names:
-                metric_names.append(name)
-    rows = []  # (metric, model, value, lo, hi)
-    for metric in metric_names:
-        for m in order:
-            r = ((models[m] or {}).get("metrics") or {}).get(metric)
-            if r and _num(r.get("value")):
-                rows.append((metric, m, r["value"], r.get("ci_low"), r.get("ci_high")))
+def ci_forest(rows: Sequence[tuple[str, str, float, float | None, float | None]], *, title: str,
+              salt: str = "forest") -> str:
+    """One row per (metric, model, value, ci_low, ci_high), grouped by metric as given: point estimate with CI
+    whiskers; the fine-tuned model stands out. `salt` keeps SVG ids apart when several forests share a page."""
+    rows = [r for r in rows if is_number(r[2])]
+    metric_names = list(dict.fromkeys(r[0] for r in rows))
     with matplotlib.rc_context(RC):
-        fig = _figure(6.4, 0.9 + 0.32 * max(len(rows), 2) + 0.25 * len(metric_names))
+        fig = figure(6.4, 0.9 + 0.32 * max(len(rows), 2) + 0.25 * len(metric_names))
         ax = fig.add_subplot()
         if not rows:
-            _message(ax, "no metrics")
-            return _svg(fig, salt)
+            message(ax, "no metrics")
+            return to_svg(fig, salt)
         ys, y, prev = [], 0.0, None
         for metric, *_ in rows:
             if prev is not None and metric != prev:
@@ -180,7 +129,7 @@ def ci_forest(metrics: dict[str, Any], *, salt: str = "forest", title: str | Non
         for (metric, model, value, lo, hi), yy in zip(rows, ys):
             ft = model == FINE_TUNED
             color = HIGHLIGHT if ft else BASELINE
-            if _num(lo) and _num(hi):
+            if is_number(lo) and is_number(hi):
                 ax.plot([lo, hi], [yy, yy], color=color, lw=2.4 if ft else 1.6, solid_capstyle="butt")
                 for end in (lo, hi):
                     ax.plot([end, end], [yy - 0.18, yy + 0.18], color=color, lw=1.2)
@@ -190,14 +139,14 @@ def ci_forest(metrics: dict[str, Any], *, salt: str = "forest", title: str | Non
             ax.plot([value], [yy], "o" if ft else "D", color=color, ms=7 if ft else 5, zorder=3)
             ax.text(1.02, yy, note, transform=trans, va="center", fontsize=8, color=color,
                     fontweight="bold" if ft else "normal")
-        ax.set_yticks(ys, [f"{_txt(metric)} · {_txt(model)}" for metric, model, *_ in rows])
+        ax.set_yticks(ys, [f"{literal_text(metric)} · {literal_text(model)}" for metric, model, *_ in rows])
         for tick, row in zip(ax.get_yticklabels(), rows):
             if row[1] == FINE_TUNED:
                 tick.set_color(HIGHLIGHT)
                 tick.set_fontweight("bold")
         ax.invert_yaxis()
-        lows = [r[3] if _num(r[3]) else r[2] for r in rows]
-        highs = [r[4] if _num(r[4]) else r[2] for r in rows]
+        lows = [r[3] if is_number(r[3]) else r[2] for r in rows]
+        highs = [r[4] if is_number(r[4]) else r[2] for r in rows]
         span = max(max(highs) - min(lows), 0.02)
         left, right = min(lows) - 0.08 * span, max(highs) + 0.08 * span
         # scores live in [0, 1]: stop just past the ends unless a value lies outside them
@@ -205,19 +154,9 @@ def ci_forest(metrics: dict[str, Any], *, salt: str = "forest", title: str | Non
         ax.grid(axis="x", alpha=0.3)
         ax.spines["left"].set_visible(False)
         ax.tick_params(axis="y", length=0)
-        n = metrics.get("n_test")
-        ax.set_title(title or f"Test metrics with {_confidence(metrics)} bootstrap CIs" + (f" (n = {n})" if n else ""),
-                     loc="left")
+        ax.set_title(title, loc="left")
         ax.set_xlabel("score")
-        return _svg(fig, salt)
-
-
-def _confidence(metrics: dict[str, Any]) -> str:
-    for model in (metrics.get("models") or {}).values():
-        for r in ((model or {}).get("metrics") or {}).values():
-            if r and _num(r.get("confidence")):
-                return f"{r['confidence'] * 100:g}%"
-    return "95%"
+        return to_svg(fig, salt)
 
 
 # ---------------------------------------------------------------- reliability diagram
@@ -225,18 +164,18 @@ def _confidence(metrics: dict[str, Any]) -> str:
 
 def reliability_diagram(calibration_bins: Sequence[dict[str, Any]], ece: float | None) -> str:
     """Accuracy per confidence bin against the diagonal (perfect calibration), with each bin's count."""
-    bins = [b for b in calibration_bins if b.get("count") and _num(b.get("accuracy"))]
+    bins = [b for b in calibration_bins if b.get("count") and is_number(b.get("accuracy"))]
     with matplotlib.rc_context(RC):
-        fig = _figure(4.6, 4.8)
+        fig = figure(4.6, 4.8)
         ax = fig.add_subplot()
-        ax.set_title("Reliability diagram" + (f" — ECE {ece:.3f}" if _num(ece) else ""))
+        ax.set_title("Reliability diagram" + (f" — ECE {ece:.3f}" if is_number(ece) else ""))
         if not bins:
-            _message(ax, "no calibration data")
-            return _svg(fig, "reliability")
+            message(ax, "no calibration data")
+            return to_svg(fig, "reliability")
         ax.plot([0, 1], [0, 1], ls="--", color=BASELINE, lw=1, label="perfect calibration")
         ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins],
                align="edge", color=HIGHLIGHT, alpha=0.8, edgecolor="white", lw=0.6, label="accuracy in bin")
-        conf_pts = [(b["confidence"], b["accuracy"]) for b in bins if _num(b.get("confidence"))]
+        conf_pts = [(b["confidence"], b["accuracy"]) for b in bins if is_number(b.get("confidence"))]
         if conf_pts:
             ax.plot(*zip(*conf_pts), "o", color=VAL_COLOR, ms=3.5, label="mean confidence in bin")
         for b in bins:  # counts at the bar foot, or just above a bar too short to hold them
@@ -250,4 +189,4 @@ def reliability_diagram(calibration_bins: Sequence[dict[str, Any]], ece: float |
         ax.set_ylabel("accuracy")
         # below the axes: bars can reach any corner of the plot, so an inside legend would cover one
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
-        return _svg(fig, "reliability")
+        return to_svg(fig, "reliability")

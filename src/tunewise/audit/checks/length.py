@@ -1,0 +1,34 @@
+"""Check `length`: rows longer than model.max_length, in the base model's tokens (see audit/length.py), which
+training truncates. A warning when at least LENGTH_WARN_RATE of all rows are over, else information."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tunewise.audit.findings import EXAMPLES, CheckResult, Finding, plural
+from tunewise.audit.scan import Scan
+
+LENGTH_WARN_RATE = 0.01
+
+
+def check(scan: Scan) -> CheckResult:
+    result = CheckResult(status={"length": "ran"})
+    max_length = scan.recipe.model.max_length
+    over_rows = [(sp, int(i)) for sp in scan.splits for i in np.flatnonzero(sp.lengths > max_length)]
+    if not over_rows:
+        return result
+    rate = len(over_rows) / max(1, sum(sp.n for sp in scan.splits))
+    longest = sorted(over_rows, key=lambda x: -int(x[0].lengths[x[1]]))[:EXAMPLES]
+    # the one task-worded sentence: prompt -> reply rows keep the reply and lose the end of the prompt
+    cut = "have the end of their prompt cut (model.truncation=truncate)" if scan.task.has_prompts \
+        else "are cut at the end"
+    result.findings.append(Finding(
+        "length", "over_max_length", "warning" if rate >= LENGTH_WARN_RATE else "info", len(over_rows),
+        f"{plural(len(over_rows), 'row')} ({rate:.1%}) longer than model.max_length={max_length} "
+        f"({scan.length_unit}); in training they {cut}",
+        "raise model.max_length (costs time and memory), or shorten these rows",
+        examples=[{**sp.row(i), "detail": f"{int(sp.lengths[i])} tokens"} for sp, i in longest],
+        details={"truncation_rate": rate, "unit": scan.length_unit}))
+    for sp, i in over_rows:
+        result.flagged.append({"check": "length", "kind": "over_max_length", **sp.row(i), "tokens": int(sp.lengths[i])})
+    return result

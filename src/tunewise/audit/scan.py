@@ -1,0 +1,262 @@
+"""The audit's one streaming pass over data/: everything the checks need, collected batch by batch.
+
+Per row the pass keeps its id, origin, a few integers and the duplicate index's compact keys (see dedup.py),
+never all texts at once. Rows are numbered globally in split order (train, validation, test): the duplicate
+index, the n-gram index and the findings all name rows by that number, and `Scan.ref` turns one back into
+(id, split, origin). What a row holds comes from the task (`task.sides`, `task.token_lengths`), so the pass does
+not branch on the task; the label and prompt indexes are built when the task has labels or prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tunewise.artifacts.data import DataSummary
+from tunewise.artifacts.rows import SPLITS, available_splits, load_labels
+from tunewise.audit import dedup, leakage, length, pii
+from tunewise.audit.normalize import content_chars, exact_form, key64, snippet, words
+from tunewise.errors import DataError
+from tunewise.recipe import Recipe
+from tunewise.rundir import AtomicJsonlWriter
+from tunewise.tasks import Task, task_for
+
+BATCH = 8192
+LABEL_NOISE_MAX_ROWS = 20_000
+MEDIAN_WORDS_ROWS = 5000
+PLACEHOLDERS = {"na", "n a", "null", "none", "nan", "undefined", "todo", "tbd", "test", "xxx", "lorem ipsum"}
+SPLIT_CODES = {name: i for i, name in enumerate(SPLITS)}  # the duplicate index's group of each split
+
+
+@dataclass
+class Split:
+    """What the audit keeps of one split while streaming it. Local row numbers count from the split's start."""
+
+    name: str
+    start: int  # global row number of its first row
+    path: Path
+    ids: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # label index per row (tasks with labels)
+    label_counts: Counter = field(default_factory=Counter)
+    length_batches: list[np.ndarray] = field(default_factory=list)
+    near_empty: list[int] = field(default_factory=list)  # local row numbers
+    pii: list[tuple[int, list[pii.Match]]] = field(default_factory=list)  # (local row, its matches)
+    prompt_keys: list[int] = field(default_factory=list)  # exact-form key of each prompt (tasks with prompts)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def code(self) -> int:
+        return SPLIT_CODES[self.name]
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """Token length per row; read once the pass is over."""
+        return np.concatenate(self.length_batches) if self.length_batches else np.empty(0, dtype=np.int64)
+
+    def row(self, local: int) -> dict[str, Any]:
+        return {"id": self.ids[local], "split": self.name, "origin": self.origins[local]}
+
+
+@dataclass
+class Scan:
+    """What the streaming pass collected: the input of every check."""
+
+    recipe: Recipe
+    task: Task
+    data_summary: DataSummary
+    label_names: list[str]  # empty for a task without labels
+    splits: list[Split]
+    dups: dedup.Duplicates
+    median_words: float
+    ngram_hits: dict[int, tuple[int, int]]  # eval row -> (train row, side); see leakage.NgramIndex.finish
+    template_ngrams: int | None  # n-grams ignored as template text; None when the task has no prompts
+    length_unit: str
+    noise_texts: dict[int, str]  # train rows given to the label-noise model -> their text
+
+    @property
+    def shingle_words(self) -> int:
+        return self.dups.shingle_words
+
+    def split(self, name: str) -> Split:
+        return next(sp for sp in self.splits if sp.name == name)
+
+    def locate(self, g: int) -> tuple[Split, int]:
+        """(split, local row) of a global row number."""
+        for sp in self.splits:
+            if sp.start <= g < sp.start + sp.n:
+                return sp, g - sp.start
+        raise IndexError(g)
+
+    def ref(self, g: int) -> dict[str, Any]:
+        """{id, split, origin} of a global row number."""
+        sp, local = self.locate(g)
+        return sp.row(local)
+
+    @cached_property
+    def label_counts_by_split(self) -> dict[str, dict[str, int]]:
+        """Rows per label per split, labels in label order; empty for a task without labels."""
+        if not self.task.has_labels:
+            return {}
+        return {sp.name: {name: sp.label_counts.get(name, 0) for name in self.label_names} for sp in self.splits}
+
+    @property
+    def label_array(self) -> np.ndarray:
+        """Label index per global row."""
+        return np.array([y for sp in self.splits for y in sp.labels], dtype=np.int64)
+
+
+# ---------------------------------------------------------------- reading data/
+
+
+def read_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
+    """The records of one data/ split, BATCH at a time."""
+    batch: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                batch.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: not a row written by the data stage ({exc.msg}); the file was "
+                                f"damaged: run the data stage again (`tunewise run RECIPE --force`)") from None
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def read_data_summary(data_dir: Path) -> DataSummary:
+    return DataSummary.read(data_dir / DataSummary.FILE)
+
+
+def data_quarantine(data_dir: Path) -> list[dict[str, Any]]:
+    """The data stage's quarantined rows, as lines of audit/quarantine.jsonl (stage "data")."""
+    path = data_dir / "quarantine.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            q = json.loads(line)
+            out.append({"stage": "data", "check": "invalid_row", "split": q.get("split"), "id": None,
+                        "origin": f"{q.get('file')}:{q.get('line')}", "field": q.get("field"),
+                        "reason": q.get("reason"), "raw": q.get("raw")})
+    return out
+
+
+def is_near_empty(text: str) -> bool:
+    """Under 2 letters or digits, or a placeholder such as 'N/A'."""
+    return content_chars(text) < 2 or " ".join(words(text)) in PLACEHOLDERS
+
+
+# ---------------------------------------------------------------- the pass
+
+
+def scan(recipe: Recipe, data_dir: Path, redacted_dir: Path | None = None) -> Scan:
+    """Stream every split of data_dir once. With `redacted_dir`, also write each split there with PII redacted."""
+    cfg = recipe.audit
+    task = task_for(recipe)
+    data_summary = read_data_summary(data_dir)
+    label_names = load_labels(data_dir) if task.has_labels else []
+    label_index = {name: i for i, name in enumerate(label_names)}
+    splits = [Split(name, 0, data_dir / f"{name}.jsonl") for name in available_splits(data_dir)]
+    median = median_words(splits[0].path, task)
+    index = dedup.DuplicateIndex(cfg.near_duplicate_threshold,
+                                 shingle_words=cfg.shingle_words or dedup.shingle_words_for(median),
+                                 seed=recipe.seed % (2**32 - 1) or 1)
+    ngrams = leakage.NgramIndex(cfg.leak_ngram) if task.has_prompts else None
+    tokenizer, length_unit = length.load_tokenizer(recipe.model.base)
+    counter = length.LengthCounter(tokenizer)
+    noise_rows = noise_sample(splits[0].path, recipe.seed) if task.has_labels and cfg.label_noise else set()
+    noise_texts: dict[int, str] = {}
+
+    start = 0
+    for sp in splits:
+        sp.start = start
+        redacted = AtomicJsonlWriter(redacted_dir / f"{sp.name}.jsonl") if redacted_dir else nullcontext()
+        with redacted:
+            for batch in read_batches(sp.path):
+                base = sp.start + sp.n
+                sides = [task.sides(r) for r in batch]
+                for r in batch:
+                    sp.ids.append(str(r.get("id")))
+                    sp.origins.append(str(r.get("origin")))
+                index.add(sp.code, [s.whole for s in sides])
+                sp.length_batches.append(task.token_lengths(counter, batch))
+                if ngrams is not None:
+                    rows = np.arange(base, base + len(batch))
+                    add = ngrams.add_train if sp.name == "train" else ngrams.add_eval
+                    add(rows, [s.prompt for s in sides], [s.target for s in sides])
+                    sp.prompt_keys.extend(key64(exact_form(s.prompt)) for s in sides)
+                if task.has_labels:
+                    for r in batch:
+                        sp.labels.append(label_index.get(r["label"], -1))
+                        sp.label_counts[r["label"]] += 1
+                for i, (r, s) in enumerate(zip(batch, sides)):
+                    local = base - sp.start + i
+                    # a prompt -> reply row is near-empty when either side is; a plain text is its own prompt
+                    if is_near_empty(s.target) or (s.prompt != s.target and is_near_empty(s.prompt)):
+                        sp.near_empty.append(local)
+                    if sp.name == "train" and base + i in noise_rows:
+                        noise_texts[base + i] = s.whole
+                    hits = pii.find_pii(s.whole)
+                    if hits:
+                        sp.pii.append((local, hits))
+                    if redacted_dir:
+                        redacted.write(task.map_texts(r, pii.redact) if hits else r)
+        start += sp.n
+
+    return Scan(recipe=recipe, task=task, data_summary=data_summary, label_names=label_names, splits=splits,
+                dups=index.finish(), median_words=median, ngram_hits=ngrams.finish() if ngrams is not None else {},
+                template_ngrams=ngrams.template_ngrams if ngrams is not None else None, length_unit=length_unit,
+                noise_texts=noise_texts)
+
+
+def median_words(path: Path, task: Task, limit: int = MEDIAN_WORDS_ROWS) -> float:
+    """Median words per example over the first rows of train: picks the shingle size when not set."""
+    counts = []
+    for batch in read_batches(path):
+        counts.extend(len(task.sides(r).whole.split()) for r in batch)
+        if len(counts) >= limit:
+            break
+    return float(np.median(counts)) if counts else 0.0
+
+
+def noise_sample(train_path: Path, seed: int) -> set[int]:
+    """Global row numbers of the train rows given to the label-noise model (train is global rows 0..n-1)."""
+    with open(train_path, encoding="utf-8") as fh:
+        n = sum(1 for line in fh if line.strip())
+    if n <= LABEL_NOISE_MAX_ROWS:
+        return set(range(n))
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(n, LABEL_NOISE_MAX_ROWS, replace=False).tolist())
+
+
+def attach_texts(scan: Scan, rows: list[dict[str, Any]]) -> None:
+    """Second pass: give each row reference (id + split) a `text` excerpt, 500 characters for a quarantine line
+    (it has a `stage`), 160 for a finding's example."""
+    wanted: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("id") is not None and row.get("split"):
+            wanted.setdefault((row["split"], row["id"]), []).append(row)
+    for sp in scan.splits:
+        if not any(key[0] == sp.name for key in wanted):
+            continue
+        for batch in read_batches(sp.path):
+            for r in batch:
+                for row in wanted.get((sp.name, str(r.get("id"))), ()):
+                    row["text"] = snippet(scan.task.sides(r).whole, 500 if row.get("stage") else 160)
