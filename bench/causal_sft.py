@@ -136,8 +136,8 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 def child_tunewise(work: Path, cfg: dict, checkpointing: bool = False) -> dict:
     import yaml
 
-    from tunewise.pipeline import open_run, prepare
-    from tunewise.train import train
+    from tunewise.pipeline import open_run, run_stage
+    from tunewise.stages import RunOptions
 
     counts = install_token_counter()
     epochs = cfg["epochs"]
@@ -160,8 +160,8 @@ def child_tunewise(work: Path, cfg: dict, checkpointing: bool = False) -> dict:
         recipe["name"] += "-ckpt"  # its own run directory
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     rd = open_run(work / "recipe.yaml")
-    prepare(rd, force=True)
-    outcome = train(rd, force=True)
+    run_stage(rd, "data", RunOptions(force=True))
+    outcome = run_stage(rd, "train", RunOptions(force=True))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = rd.stage_dir("train")
     s = json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
@@ -303,7 +303,7 @@ def paired_bootstrap_difference(a: list, b: list, seed: int, n_resamples: int = 
 def child_eval(work: Path, cfg: dict) -> dict:
     from peft import PeftModel
 
-    from tunewise.data.readers import Example
+    from tunewise.artifacts.rows import Example
     from tunewise.models import resolve_base_model
     from tunewise.tasks.causal import encode, load_causal_lm, load_tokenizer
 

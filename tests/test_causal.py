@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from tunewise.data.readers import Example, ExampleChecker, read_records
+from tunewise.artifacts.rows import Example
+from tunewise.data.readers import ExampleChecker, read_records
 from tunewise.errors import DataError, RecipeError
 from tunewise.models import resolve_base_model
 from tunewise.recipe import load_recipe
@@ -188,7 +189,7 @@ def test_merged_export_matches_adapter_logits(tmp_path, smol_path, tok):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tunewise.release.export import export_model
+    from tunewise.export.merge import export_model
 
     torch.manual_seed(0)
     peft_model = get_peft_model(load_causal_lm(smol_path),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunewise.pipeline import open_run, prepare
+from tunewise.pipeline import open_run, run_stage
 
 SUBCOMMANDS = ["run", "audit", "train", "evaluate", "card", "verify", "models", "recipe-reference"]
 
@@ -203,7 +203,7 @@ def test_quarantine_sets_one_bad_row_aside_and_proceeds(workdir, slice_rows, mon
     (workdir / "mixed.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     monkeypatch.chdir(workdir)
     rd = open_run("recipe.yaml", ["data.train=mixed.jsonl", "data.on_error=quarantine"])
-    outcome = prepare(rd)
+    outcome = run_stage(rd, "data")
     assert outcome.ran and "1 quarantined" in outcome.message
     data = rd.root / "data"
     quarantined = jsonl(data / "quarantine.jsonl")
@@ -231,7 +231,7 @@ def test_csv_with_bom_crlf_and_quoted_newlines_loads(workdir, monkeypatch, jsonl
     (workdir / "excel.csv").write_bytes(b"\xef\xbb\xbf" + "\r\n".join(body).encode("utf-8") + b"\r\n")
     monkeypatch.chdir(workdir)
     rd = open_run("recipe.yaml", ["data.train=excel.csv"])
-    assert prepare(rd).ran
+    assert run_stage(rd, "data").ran
     rows = {r["origin"].rsplit(":", 1)[1]: r for s in ("train", "validation", "test")
             for r in jsonl(rd.root / "data" / f"{s}.jsonl")}
     assert len(rows) == 22

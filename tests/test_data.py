@@ -11,16 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tunewise.data import (
-    Row,
-    data_files,
-    derive_labels,
-    load_labels,
-    load_split,
-    prepare_data,
-    read_labeled_file,
-    stratified_split,
-)
+from tunewise.artifacts.rows import Row, load_labels, load_split
+from tunewise.data import data_files, derive_labels, prepare_data, read_labeled_file, stratified_split
 from tunewise.errors import DataError
 from tunewise.recipe import validate_recipe
 from tunewise.rundir import sha256_file

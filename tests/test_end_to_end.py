@@ -237,6 +237,25 @@ def test_evaluate_force_reruns_only_evaluation_and_reproduces_the_metrics(tunewi
     assert tunewise("verify", run_copy).returncode == 0
 
 
+def test_evaluate_max_examples_scores_the_first_rows_of_a_classifier(run_copy, predictions, tmp_path):
+    """evaluate.max_examples used to be ignored for classification; it now scores the first N rows, says so, and
+    gives the same predictions for them as the full evaluation."""
+    from tunewise.evaluate.classification import evaluate_classifier
+    from tunewise.rundir import RunDir
+
+    rd = RunDir.open(run_copy)
+    recipe = rd.recipe.model_copy(update={"evaluate": rd.recipe.evaluate.model_copy(update={"max_examples": 25})})
+    out = tmp_path / "eval"
+    out.mkdir()
+    line = evaluate_classifier(recipe, rd.stage_dir("data"), rd.stage_dir("train"), out)
+    assert line.startswith("evaluate: 25 of 90 test rows")
+    subset = json.loads((out / "metrics.json").read_text())
+    assert (subset["n_test"], subset["n_scored"]) == (90, 25) and "|scored:25|" in subset["signature"]
+    rows = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [p["id"] for p in predictions[:25]]
+    assert [r["pred"] for r in rows] == [p["pred"] for p in predictions[:25]]
+
+
 def test_same_seed_in_a_fresh_output_dir_gives_the_same_results(tunewise, run, session_recipe, tmp_path, metrics,
                                                                 predictions, jsonl):
     proc = tunewise("run", session_recipe, f"output_dir={tmp_path / 'again'}")

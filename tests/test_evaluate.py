@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tunewise.data.readers import Row
+from tunewise.artifacts.metrics import SliceField
+from tunewise.artifacts.rows import Row
 from tunewise.evaluate.classification import MISSING_SLICE_VALUE, slice_accuracy
-from tunewise.release.tables import slice_rows
+from tunewise.card.tables import slice_rows
 from tunewise.recipe import validate_recipe
 
 
@@ -30,6 +31,6 @@ def test_slice_accuracy_per_value_gap_and_missing_values():
     assert lo < 0.5 < hi
     assert out["accuracy_gap"] == 0.5
 
-    rows = slice_rows({"slices": {"channel": out}})
+    rows = slice_rows({"channel": SliceField.model_validate(out)})  # as the card reads it from metrics.json
     assert [r["value"] for r in rows] == ["(missing)", "chat", "email"]
     assert rows[0]["gap_s"] == "0.500" and rows[1]["gap_s"] == ""

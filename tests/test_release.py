@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from tunewise.recipe import Recipe
-from tunewise.release import plots, report, tables
+from pydantic import ValidationError
 
-card_mod = importlib.import_module("tunewise.release.model_card")
+from tunewise.artifacts import DataSummary, Metrics, TrainSummary
+from tunewise.card import plots, report, tables
+from tunewise.recipe import Recipe
+
+card_mod = importlib.import_module("tunewise.card.model_card")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 LABELS6 = ["refund_request", "card_lost", "balance_inquiry", "transfer_failed", "change_pin", "exchange_rate"]
@@ -24,7 +27,7 @@ SIGNATURE = ("tunewise:0.1.0|task:classification|boot:percentile|n:1000|conf:0.9
 REPORT_CHECK = Path("/tmp/tunewise_report_check.html")
 
 
-# ---------------------------------------------------------------- fixtures that follow the stage schemas
+# ---------------------------------------------------------------- fixtures that follow the artifact schemas
 
 
 def labels77() -> list[str]:
@@ -87,7 +90,8 @@ def make_metrics(labels: list[str], support: int = 40, seed: int = 0) -> dict:
                                    "metrics": {"accuracy": metric(a, 0.03), "macro_f1": metric(f, 0.035)},
                                    "calibration": calibration(e, n)}
     return {
-        "task": "classification", "n_test": n, "labels": labels, "signature": SIGNATURE,
+        "schema_version": 1, "task": "classification", "n_test": n, "n_scored": n, "labels": labels,
+        "signature": SIGNATURE,
         "models": {
             "fine_tuned": model("minilm fine-tuned (full, bf16 autocast)", acc, mf1, 0.031),
             "majority": model("predicts the most frequent training label", round(1 / len(labels), 4),
@@ -102,6 +106,7 @@ def make_metrics(labels: list[str], support: int = 40, seed: int = 0) -> dict:
              "ci_low": round(gap - 0.04, 4), "ci_high": round(gap + 0.04, 4),
              "p_value": 0.0, "n_resamples": 1000, "confidence": 0.95},
         ],
+        "slices": {},
         "per_class": pc,
         "confusion_matrix": m,
     }
@@ -121,35 +126,42 @@ def make_train_log(steps: int = 200, eval_every: int = 25) -> list[dict]:
     return log
 
 
-TRAIN_SUMMARY = {"base_model": "minilm", "base_model_path": "/opt/models/minilm", "method": "full",
-                 "precision": "bf16", "device": "cpu", "epochs_run": 8.0,
-                 "best_checkpoint": "model/checkpoints/checkpoint-200",
-                 "best_metric": {"name": "macro_f1", "value": 0.91}, "train_examples": 720,
-                 "train_seconds": 41.2, "train_examples_per_second": 140.1, "parameters": 22713216,
-                 "early_stopped": False}
+TRAIN_SUMMARY = TrainSummary.from_json({
+    "schema_version": 1, "task": "classification", "base_model": "minilm", "base_model_path": "/opt/models/minilm",
+    "base_model_hub_id": "sentence-transformers/all-MiniLM-L6-v2", "method": "full", "precision": "bf16",
+    "precision_reason": "CPU has AMX/AVX-512 bf16", "device": "cpu", "epochs_run": 8.0, "global_steps": 200,
+    "resumed_from": None, "best_checkpoint": "model/checkpoints/checkpoint-200",
+    "best_metric": {"name": "macro_f1", "value": 0.91}, "early_stopped": False, "train_examples": 720,
+    "validation_examples": 80, "truncated_train_examples": 0, "train_seconds": 41.2,
+    "eval_seconds_during_training": 1.2, "train_examples_per_second": 140.1, "final_train_loss": 0.61,
+    "parameters": 22713216, "labels": LABELS6})
+
+
+TRAIN_SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+TEST_SHA = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
 
 
 def make_data_summary(labels: list[str], test_license: str | None = None) -> dict:
     counts = {label: 720 // len(labels) for label in labels}
+    split = lambda rows, quarantined, file, sha, carved: {  # noqa: E731
+        "rows": rows, "quarantined": quarantined, "label_counts": counts, "duplicate_ids_renamed": 0,
+        "source_file": file, "sha256": sha, "carved_from": carved}
     return {
+        "schema_version": 1,
         "splits": {
-            "train": {"rows": 720, "quarantined": 3, "label_counts": counts, "source_file": "/data/support/train.jsonl",
-                      "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
-                      "carved_from": None},
-            "validation": {"rows": 80, "quarantined": 0, "label_counts": counts,
-                           "source_file": "/data/support/train.jsonl", "sha256": "9f86d081884c7d65",
-                           "carved_from": "train"},
-            "test": {"rows": 240, "quarantined": 1, "label_counts": counts, "source_file": "/data/support/test.jsonl",
-                     "sha256": "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
-                     "carved_from": None},
+            "train": split(720, 3, "/data/support/train.jsonl", TRAIN_SHA, None),
+            "validation": split(80, 0, "/data/support/train.jsonl", TRAIN_SHA, "train"),
+            "test": split(240, 1, "/data/support/test.jsonl", TEST_SHA, None),
         },
         "files": {
-            "train": {"path": "/data/support/train.jsonl", "source": "support-team export 2024-05",
-                      "license": "CC0-1.0", "contains_personal_data": False},
-            "test": {"path": "/data/support/test.jsonl", "source": None, "license": test_license,
-                     "contains_personal_data": None},
+            "train": {"path": "/data/support/train.jsonl", "sha256": TRAIN_SHA, "source": "support-team export 2024-05",
+                      "license": "CC0-1.0", "contains_personal_data": False, "max_rows": None},
+            "test": {"path": "/data/support/test.jsonl", "sha256": TEST_SHA, "source": None, "license": test_license,
+                     "contains_personal_data": None, "max_rows": None},
         },
-        "labels": labels,
+        "carved": {"validation": {"from": "train", "fraction": 0.1, "seed": 42, "rows": 80}},
+        "labels": {"count": len(labels), "derived": False},
+        "on_error": "fail", "max_quarantine_fraction": 0.05, "quarantined_total": 4,
     }
 
 
@@ -168,8 +180,9 @@ def make_recipe(**card) -> Recipe:
 
 @pytest.fixture(scope="module")
 def bundle():
-    metrics = make_metrics(LABELS6)
-    return make_recipe(), metrics, make_train_log(), TRAIN_SUMMARY, make_data_summary(LABELS6)
+    """(recipe, metrics, train log, train summary, data summary), the artifacts typed as the card stage reads them."""
+    metrics = Metrics.from_json(make_metrics(LABELS6))
+    return make_recipe(), metrics, make_train_log(), TRAIN_SUMMARY, DataSummary.from_json(make_data_summary(LABELS6))
 
 
 def svg_texts(svg: str) -> list[str]:
@@ -194,10 +207,10 @@ def test_loss_curves_empty_log_says_so():
 
 def test_confusion_matrix_small_k_annotates_counts(bundle):
     _, metrics, *_ = bundle
-    texts = svg_texts(plots.confusion_matrix(LABELS6, metrics["confusion_matrix"]))
+    texts = svg_texts(plots.confusion_matrix(LABELS6, metrics.confusion_matrix))
     for label in LABELS6:
         assert texts.count(label) == 2  # x and y tick labels
-    diagonal = {str(metrics["confusion_matrix"][i][i]) for i in range(6)}
+    diagonal = {str(metrics.confusion_matrix[i][i]) for i in range(6)}
     assert diagonal <= set(texts)
     assert "share of the true class" in texts
 
@@ -220,19 +233,21 @@ def test_plot_text_with_dollar_is_literal():
 
 
 def test_ci_forest_rows_for_every_model_and_metric(bundle):
-    _, metrics, *_ = bundle
-    texts = svg_texts(plots.ci_forest(metrics))
+    from tunewise.card.sections import ClassificationSection
+
+    _, metrics, log, *_ = bundle
+    texts = svg_texts(ClassificationSection().plots(metrics, log)["ci_forest"])
     for model in ("fine_tuned", "majority", "tfidf_logreg"):
         for metric in ("accuracy", "macro_f1"):
             assert f"{metric} · {model}" in texts
-    ft = metrics["models"]["fine_tuned"]["metrics"]["accuracy"]
-    assert f"{ft['value']:.3f}  [{ft['ci_low']:.3f}, {ft['ci_high']:.3f}]" in texts
+    ft = metrics.models["fine_tuned"].metrics["accuracy"]
+    assert f"{ft.value:.3f}  [{ft.ci_low:.3f}, {ft.ci_high:.3f}]" in texts
     assert any("95% bootstrap CIs" in t and "n = 240" in t for t in texts)
 
 
 def test_reliability_diagram_shows_ece_and_counts(bundle):
     _, metrics, *_ = bundle
-    cal = metrics["models"]["fine_tuned"]["calibration"]
+    cal = metrics.to_json()["models"]["fine_tuned"]["calibration"]
     texts = svg_texts(plots.reliability_diagram(cal["bins"], cal["ece"]))
     assert any("ECE 0.031" in t for t in texts)
     assert {str(b["count"]) for b in cal["bins"] if b["count"]} <= set(texts)
@@ -242,7 +257,9 @@ def test_reliability_diagram_shows_ece_and_counts(bundle):
 
 def test_svgs_are_deterministic(bundle):
     _, metrics, log, *_ = bundle
-    assert plots.ci_forest(metrics) == plots.ci_forest(metrics)
+    from tunewise.card.sections import forest_rows
+
+    assert plots.ci_forest(forest_rows(metrics), title="t") == plots.ci_forest(forest_rows(metrics), title="t")
     assert plots.loss_curves(log) == plots.loss_curves(log)
 
 
@@ -254,9 +271,9 @@ def test_card_model_index_round_trips(bundle):
     card = card_mod.build_model_card(recipe, metrics, summary, data)
     parsed = ModelCard(str(card))
     results = {r.metric_type: r for r in parsed.data.eval_results}
-    ft = metrics["models"]["fine_tuned"]["metrics"]
-    assert results["accuracy"].metric_value == pytest.approx(ft["accuracy"]["value"], abs=1e-4)
-    assert results["f1"].metric_value == pytest.approx(ft["macro_f1"]["value"], abs=1e-4)
+    ft = metrics.fine_tuned().metrics
+    assert results["accuracy"].metric_value == pytest.approx(ft["accuracy"].value, abs=1e-4)
+    assert results["f1"].metric_value == pytest.approx(ft["macro_f1"].value, abs=1e-4)
     assert results["f1"].metric_config == "macro"
     for r in results.values():
         assert r.task_type == "text-classification"
@@ -300,7 +317,7 @@ def test_card_per_class_worst_first_and_low_f1_limitation(bundle):
     rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| label")]
     f1s = [float(r.split("|")[4]) for r in rows]
     assert len(rows) == 6 and f1s == sorted(f1s)
-    weak = [label for label, r in metrics["per_class"].items() if r["f1"] < 0.8]
+    weak = [label for label, r in metrics.per_class.items() if r.f1 < 0.8]
     assert weak, "fixture should have weak classes"
     limitations = text.split("## Limitations", 1)[1]
     assert all(label in limitations for label in weak)
@@ -309,7 +326,8 @@ def test_card_per_class_worst_first_and_low_f1_limitation(bundle):
 
 def test_undeclared_licence_and_personal_data_warn(bundle):
     recipe, metrics, _, summary, _ = bundle
-    text = card_mod.build_model_card(recipe, metrics, summary, make_data_summary(LABELS6)).text
+    undeclared = DataSummary.from_json(make_data_summary(LABELS6))
+    text = card_mod.build_model_card(recipe, metrics, summary, undeclared).text
     assert "| test | test.jsonl | 240 | 1 | not declared | not declared | not declared |" in text
     assert "licence of the test data (test.jsonl) is not declared" in text
     assert "does not declare whether it contains personal data" in text
@@ -317,15 +335,16 @@ def test_undeclared_licence_and_personal_data_warn(bundle):
     assert "validation and" not in text and "licence of the train" not in text
     declared = make_data_summary(LABELS6, test_license="CC-BY-4.0")
     declared["files"]["test"].update(source="vendor", contains_personal_data=False)
+    declared = DataSummary.from_json(declared)
     assert "Warning" not in card_mod.build_model_card(recipe, metrics, summary, declared).text
 
 
-def test_card_tolerates_sparse_data_summary(bundle):
-    recipe, metrics, _, summary, _ = bundle
-    sparse = {"splits": {"train": {"rows": 10}, "test": {"rows": 5}}}
-    text = card_mod.build_model_card(recipe, metrics, summary, sparse).text
-    # falls back to the recipe's declarations: train declared, test not
-    assert "CC0-1.0" in text and "licence of the test data" in text
+def test_a_sparse_data_summary_is_refused_not_filled_in():
+    """The card never guesses what the data stage did: a summary missing what it always writes does not validate."""
+    sparse = {"schema_version": 1, "splits": {"train": {"rows": 10}, "test": {"rows": 5}}}
+    with pytest.raises(ValidationError) as info:
+        DataSummary.from_json(sparse)
+    assert "splits.train.quarantined" in str(info.value) and "files" in str(info.value)
 
 
 def test_hub_ids_for_base_model_and_datasets(tmp_path):
@@ -336,7 +355,10 @@ def test_hub_ids_for_base_model_and_datasets(tmp_path):
     recipe = Recipe.model_validate({"name": "b77", "data": {"train": "hf:PolyAI/banking77:train",
                                                             "test": "hf:PolyAI/banking77:test"}})
     assert card_mod.hub_datasets(recipe) == ["PolyAI/banking77"]
-    ds_type, ds_name = card_mod._test_dataset(recipe, {})
+    hub = make_data_summary(LABELS6)
+    hub["splits"]["test"].update(source_file="hf:PolyAI/banking77:test", sha256=None)
+    hub["files"]["test"].update(path="hf:PolyAI/banking77:test", sha256=None)
+    ds_type, ds_name = card_mod._test_dataset(recipe, DataSummary.from_json(hub))
     assert ds_type == ds_name == "PolyAI/banking77"
 
 
@@ -385,8 +407,8 @@ def test_report_escapes_user_text(bundle):
 
 def test_report_77_labels_and_empty_log():
     labels = labels77()
-    metrics = make_metrics(labels, support=40, seed=5)
-    data = make_data_summary(labels)
+    metrics = Metrics.from_json(make_metrics(labels, support=40, seed=5))
+    data = DataSummary.from_json(make_data_summary(labels))
     recipe = make_recipe()
     md = card_mod.build_model_card(recipe, metrics, TRAIN_SUMMARY, data)
     html = report.render_report(recipe, metrics, [], TRAIN_SUMMARY, data, str(md))

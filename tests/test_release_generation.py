@@ -17,10 +17,14 @@ import pytest
 from huggingface_hub import ModelCard
 from markupsafe import escape
 
+from tunewise.artifacts import DataSummary, Metrics, TrainSummary
+from tunewise.card import model_card, report, tables
+from tunewise.card import run as card_stage
+from tunewise.card.sections import GenerationSection, sections_for
 from tunewise.evaluate import text_metrics as tm
 from tunewise.recipe import Recipe
-from tunewise.release import card, model_card, report, tables
 from tunewise.rundir import RunDir, atomic_write_json, atomic_write_jsonl
+from tunewise.stages import RunOptions
 
 DIALOGSUM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dialogsum" / "dialogsum.test.jsonl"
 N_TEST, N_SCORED = 60, 40
@@ -76,17 +80,19 @@ def make_eval(rows: list[dict], seed: int = 7) -> tuple[dict, list[dict], list[d
     gap = max(values) - min(values)
     comparisons = [{"model": "fine_tuned", "baseline": "base_model", **c}
                    for c in tm.compare_stats(st_ft, st_base, **kw)]
+    speed = {"seconds": 80.2, "new_tokens": 4000, "new_tokens_per_second": 49.9}
     metrics = {
-        "task": "generation", "n_test": N_TEST, "n_scored": N_SCORED,
+        "schema_version": 1, "task": "generation", "n_test": N_TEST, "n_scored": N_SCORED,
         "signature": "tunewise:0.1.0|task:generation|boot:percentile|n:300|conf:0.95|seed:7|test:sha256=0a1b2c3d4e5f",
         "text_metric_signatures": tm.text_metric_signatures(n_refs=2),
-        "generation": {"max_new_tokens": 128, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 16},
+        "generation": {"max_new_tokens": 128, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 16,
+                       "precision": "bf16", "device": "cpu", "chat_template": True},
         "models": {
             "fine_tuned": {"description": "smollm2 + LoRA r16", "predictions": "eval/predictions.jsonl",
-                           "metrics": tm.score_stats(st_ft, **kw)},
+                           "generation_speed": speed, "metrics": tm.score_stats(st_ft, **kw)},
             "base_model": {"description": "smollm2 zero-shot on the same prompts",
                            "predictions": "eval/predictions_base_model.jsonl",
-                           "metrics": tm.score_stats(st_base, **kw)},
+                           "generation_speed": speed, "metrics": tm.score_stats(st_base, **kw)},
         },
         "comparisons": comparisons,
         "slices": {"length": {"values": slice_values, "rougeL_gap": gap}},
@@ -105,19 +111,23 @@ def make_eval(rows: list[dict], seed: int = 7) -> tuple[dict, list[dict], list[d
 
 
 TRAIN_SUMMARY = {
-    "task": "generation", "base_model": "smollm2", "base_model_path": "/cache/smollm2-hf",
-    "base_model_hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "method": "lora", "finetune": "lora",
+    "schema_version": 1, "task": "generation", "base_model": "smollm2", "base_model_path": "/cache/smollm2-hf",
+    "base_model_hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "base_model_gguf": "/cache/smollm2.gguf",
+    "method": "lora", "finetune": "lora",
     "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}, "precision": "bf16",
-    "device": "cpu", "packing": False, "epochs_run": 3.0, "global_steps": 300,
+    "precision_reason": "CPU has AMX/AVX-512 bf16", "device": "cpu", "packing": False,
+    "gradient_checkpointing": False, "epochs_run": 3.0, "global_steps": 300, "resumed_from": None,
     "best_checkpoint": "model/checkpoints/checkpoint-200", "best_metric": {"name": "loss", "value": 1.7321},
     "early_stopped": False, "train_examples": 400, "train_rows": 400, "validation_examples": 50,
-    "quarantined_examples": 0, "trained_tokens": 612345, "tokens_per_epoch": 204115, "train_seconds": 1002.4,
-    "trained_tokens_per_second": 611.3, "final_train_loss": 1.61,
+    "quarantined_examples": 0, "truncated_train_examples": 0, "truncated_prompt_tokens": 0, "trained_tokens": 612345,
+    "tokens_per_epoch": 204115, "train_seconds": 1002.4, "eval_seconds_during_training": 20.1,
+    "trained_tokens_per_second": 611.3, "processed_tokens_per_second": 650.2, "final_train_loss": 1.61,
     "per_epoch": [{"epoch": 1.0, "eval_loss": 1.9012, "eval_mean_token_accuracy": 0.5712, "step": 100},
                   {"epoch": 2.0, "eval_loss": 1.7321, "eval_mean_token_accuracy": 0.6034, "step": 200},
                   {"epoch": 3.0, "eval_loss": 1.7455, "eval_mean_token_accuracy": 0.6051, "step": 300}],
-    "parameters": 136358976, "trainable_parameters": 4884480,
+    "parameters": 136358976, "trainable_parameters": 4884480, "mask_preview": [],
 }
+TYPED_TRAIN_SUMMARY = TrainSummary.from_json(TRAIN_SUMMARY)
 
 
 def train_log() -> list[dict]:
@@ -133,19 +143,22 @@ def train_log() -> list[dict]:
 
 
 DATA_SUMMARY = {
-    "splits": {"train": {"rows": 400, "quarantined": 0, "duplicate_ids_renamed": 0,
+    "schema_version": 1,
+    "splits": {"train": {"rows": 400, "quarantined": 0, "label_counts": None, "duplicate_ids_renamed": 0,
                          "source_file": "/data/dialogsum/train.jsonl", "sha256": "ab" * 32, "carved_from": None},
-               "validation": {"rows": 50, "quarantined": 0, "duplicate_ids_renamed": 0,
+               "validation": {"rows": 50, "quarantined": 0, "label_counts": None, "duplicate_ids_renamed": 0,
                               "source_file": "/data/dialogsum/train.jsonl", "sha256": "ab" * 32,
                               "carved_from": "train"},
-               "test": {"rows": N_TEST, "quarantined": 0, "duplicate_ids_renamed": 0,
+               "test": {"rows": N_TEST, "quarantined": 0, "label_counts": None, "duplicate_ids_renamed": 0,
                         "source_file": "/data/dialogsum/test.jsonl", "sha256": "cd" * 32, "carved_from": None}},
     "files": {split: {"path": f"/data/dialogsum/{split}.jsonl", "sha256": sha * 32,
                       "source": "DialogSum (Chen et al. 2021)", "license": "CC-BY-NC-SA-4.0",
-                      "contains_personal_data": False} for split, sha in (("train", "ab"), ("test", "cd"))},
+                      "contains_personal_data": False, "max_rows": None}
+              for split, sha in (("train", "ab"), ("test", "cd"))},
     "carved": {"validation": {"from": "train", "fraction": 0.1, "seed": 7, "rows": 50}},
     "labels": None, "on_error": "fail", "max_quarantine_fraction": 0.05, "quarantined_total": 0,
 }
+TYPED_DATA_SUMMARY = DataSummary.from_json(DATA_SUMMARY)
 
 
 @pytest.fixture(scope="module")
@@ -173,11 +186,12 @@ def run(tmp_path_factory) -> dict:
         return "evaluate: fake"
 
     rd.run_stage("data", data)
-    rd.run_stage("train", train, upstream=["data"])
-    rd.run_stage("evaluate", evaluate, upstream=["data", "train"])
-    outcome = card(rd)
+    rd.run_stage("train", train)
+    rd.run_stage("evaluate", evaluate)
+    outcome = card_stage(rd, RunOptions())
     assert outcome.ran
-    return {"rd": rd, "recipe": recipe, "metrics": metrics, "ft_lines": ft_lines, "base_lines": base_lines,
+    return {"rd": rd, "recipe": recipe, "metrics": metrics, "typed": Metrics.from_json(metrics),
+            "ft_lines": ft_lines, "base_lines": base_lines,
             "card_path": rd.stage_dir("card") / "README.md", "report_path": rd.root / "report.html"}
 
 
@@ -216,7 +230,7 @@ def test_model_index_parses_with_text_metrics(run):
 
 def test_task_type_defaults_to_text_generation(run, tmp_path):
     recipe = make_recipe(tmp_path, task_type=None)
-    md = model_card.build_model_card(recipe, run["metrics"], TRAIN_SUMMARY, DATA_SUMMARY)
+    md = model_card.build_model_card(recipe, run["typed"], TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY)
     parsed = ModelCard(str(md))
     assert {r.task_type for r in parsed.data.eval_results} == {"text-generation"}
     assert "summarization" not in parsed.data.tags
@@ -354,7 +368,7 @@ def test_report_renders_generation_sections_escaped(run):
 
 def test_load_examples_joins_by_id_and_stays_inside_the_run(run, tmp_path):
     metrics = run["metrics"]
-    examples = model_card.load_examples(run["rd"].root, metrics, limit=3)
+    examples = model_card.load_examples(run["rd"].root, run["typed"], limit=3)
     assert [e["id"] for e in examples] == [r["id"] for r in run["ft_lines"][:3]]
     base = {r["id"]: r for r in run["base_lines"]}
     for e in examples:
@@ -367,9 +381,9 @@ def test_load_examples_joins_by_id_and_stays_inside_the_run(run, tmp_path):
     evil = json.loads(json.dumps(metrics))
     evil["models"]["base_model"]["predictions"] = str(Path("..") / ".." / ".." / outside)
     evil["models"]["fine_tuned"]["predictions"] = "eval/missing.jsonl"
-    assert model_card.load_examples(run["rd"].root, evil) == []
+    assert model_card.load_examples(run["rd"].root, Metrics.from_json(evil)) == []
     evil["models"]["fine_tuned"]["predictions"] = "eval/predictions.jsonl"
-    got = model_card.load_examples(run["rd"].root, evil)
+    got = model_card.load_examples(run["rd"].root, Metrics.from_json(evil))
     assert len(got) == 5 and all(list(e["outputs"]) == ["fine_tuned"] for e in got)
 
 
@@ -386,26 +400,34 @@ def test_example_rows_clip_and_chat_prompts():
     assert r["more_references"] == 1 and r["outputs"][0]["chrf_s"] == "51.2" and r["outputs"][0]["rougeL_s"] == "0.500"
 
 
-def test_tables_generic_slices_and_digits():
-    metrics = {"task": "generation", "slices": {"topic": {"values": {
+def with_slices(metrics: dict, slices: dict) -> Metrics:
+    return Metrics.from_json({**metrics, "slices": slices})
+
+
+def test_tables_generic_slices_and_digits(run):
+    metrics = with_slices(run["metrics"], {"topic": {"values": {
         "a": {"n": 3, "rougeL": {"value": 0.41, "ci_low": 0.3, "ci_high": 0.5}},
-        "b": {"n": 1, "rougeL": {"value": 0.2, "ci_low": None, "ci_high": None}}}, "rougeL_gap": 0.21}}}
-    rows = tables.slice_rows(metrics)
+        "b": {"n": 1, "rougeL": {"value": 0.2, "ci_low": None, "ci_high": None}}}, "rougeL_gap": 0.21}})
+    rows = tables.slice_rows(metrics.slices)
     assert [(r["metric"], r["score_s"], r["ci_s"], r["gap_s"]) for r in rows] == [
         ("rougeL", "0.410", "0.300–0.500", "0.210"), ("rougeL", "0.200", "—", "")]
-    assert tables.is_causal(metrics) and not tables.is_causal({"task": "classification"})
     assert tables.digits("bleu") == 2 and tables.digits("accuracy") == 3
-    # classification slices keep their accuracy columns
+    # accuracy slices (classification) keep their accuracy columns
     app = {"n": 4, "accuracy": {"value": 0.75, "ci_low": 0.5, "ci_high": 1.0}}
-    cls = {"slices": {"channel": {"values": {"app": app}, "accuracy_gap": 0.0}}}
-    assert tables.slice_rows(cls)[0]["accuracy_s"] == "0.750" and tables.slice_rows(cls)[0]["metric"] == "accuracy"
+    cls = with_slices(run["metrics"], {"channel": {"values": {"app": app}, "accuracy_gap": 0.0}})
+    first = tables.slice_rows(cls.slices)[0]
+    assert first["accuracy_s"] == "0.750" and first["metric"] == "accuracy"
+
+
+def test_generation_and_chat_use_the_generation_section(run):
+    assert [type(s) for s in sections_for(run["recipe"])] == [GenerationSection]
 
 
 def test_report_without_prediction_files_says_so(run):
-    recipe, metrics = run["recipe"], run["metrics"]
-    md = model_card.build_model_card(recipe, metrics, TRAIN_SUMMARY, DATA_SUMMARY)
+    recipe, metrics = run["recipe"], run["typed"]
+    md = model_card.build_model_card(recipe, metrics, TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY)
     assert "### Example generations" not in md.text
-    page = report.render_report(recipe, metrics, [], TRAIN_SUMMARY, DATA_SUMMARY, str(md))
+    page = report.render_report(recipe, metrics, [], TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY, str(md))
     assert "No prediction files were found for this run." in page and "no training log" in page
 
 
@@ -417,7 +439,8 @@ def test_chat_run_without_baseline(run, tmp_path):
     metrics = json.loads(json.dumps(run["metrics"]))
     metrics.update(task="chat", comparisons=[], n_scored=N_TEST)
     del metrics["models"]["base_model"]
-    md = model_card.build_model_card(recipe, metrics, TRAIN_SUMMARY, DATA_SUMMARY)
+    metrics = Metrics.from_json(metrics)
+    md = model_card.build_model_card(recipe, metrics, TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY)
     parsed = ModelCard(str(md))
     assert {r.task_type for r in parsed.data.eval_results} == {"text-generation"}
     assert "A chat model fine-tuned from `smollm2`" in md.text
@@ -425,5 +448,5 @@ def test_chat_run_without_baseline(run, tmp_path):
     assert "_No comparisons were run._" in md.text
     assert "| metric | scale | fine_tuned | 95% CI |\n" in md.text
     assert "OpenAI-style messages, loss on assistant turns" in md.text
-    page = report.render_report(recipe, metrics, train_log(), TRAIN_SUMMARY, DATA_SUMMARY, str(md))
+    page = report.render_report(recipe, metrics, train_log(), TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY, str(md))
     assert "No comparisons were run." in page and page.count("<svg") == 3

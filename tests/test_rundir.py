@@ -84,7 +84,9 @@ def inputs(tmp_path) -> Path:
 
 @pytest.fixture
 def rd(tmp_path, inputs) -> RunDir:
-    recipe = validate_recipe({"name": "fake", "output_dir": str(tmp_path / "runs"), "data": {"train": str(inputs)}})
+    # no audit: then train needs data alone (the registry's upstream follows what the recipe enables)
+    recipe = validate_recipe({"name": "fake", "output_dir": str(tmp_path / "runs"), "data": {"train": str(inputs)},
+                              "audit": {"enabled": False}})
     return RunDir.for_recipe(recipe)
 
 
@@ -177,18 +179,18 @@ def test_downstream_stage_reruns_when_upstream_outputs_change(rd, inputs):
         atomic_write_text(out / "len.txt", str(len(text)))
 
     rd.run_stage("data", up, external_inputs=[inputs])
-    rd.run_stage("train", down, upstream=["data"])
+    rd.run_stage("train", down)
     assert (rd.root / "model" / "len.txt").is_file()  # the train stage owns model/
-    assert not rd.run_stage("train", down, upstream=["data"]).ran
+    assert not rd.run_stage("train", down).ran
     inputs.write_text("a longer second version\n", encoding="utf-8")
     assert rd.run_stage("data", up, external_inputs=[inputs]).ran
-    assert rd.run_stage("train", down, upstream=["data"]).ran
+    assert rd.run_stage("train", down).ran
     assert len(down_calls) == 2
 
 
 def test_stage_needs_its_upstream_stage(rd):
-    with pytest.raises(RunDirError, match=r"`evaluate` needs the `train` stage .* to have finished"):
-        rd.run_stage("evaluate", lambda out: None, upstream=["train"])
+    with pytest.raises(RunDirError, match=r"`evaluate` needs the `data` stage .* to have finished"):
+        rd.run_stage("evaluate", lambda out: None)
 
 
 def test_a_failed_stage_stays_running_in_the_manifest(rd, inputs):
@@ -210,7 +212,10 @@ def test_extra_outputs_outside_the_stage_folder_are_recorded(rd, inputs):
         atomic_write_text(out / "README.md", "card")
         atomic_write_text(rd.root / "report.html", "<html></html>")
 
-    rd.run_stage("card", write, extra_outputs=["report.html"])
+    rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+    rd.run_stage("train", FakeStage(inputs, "model.txt"))
+    rd.run_stage("evaluate", FakeStage(inputs, "metrics.txt"))
+    rd.run_stage("card", write)  # report.html is declared in the registry as the card stage's extra output
     assert rd.stage_record("card")["outputs"]["report.html"] == sha256_file(rd.root / "report.html")
 
 
@@ -220,7 +225,7 @@ def test_extra_outputs_outside_the_stage_folder_are_recorded(rd, inputs):
 @pytest.fixture
 def finished(rd, inputs) -> RunDir:
     rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
-    rd.run_stage("train", FakeStage(rd.root / "data" / "out.txt", "model.txt"), upstream=["data"])
+    rd.run_stage("train", FakeStage(rd.root / "data" / "out.txt", "model.txt"))
     return rd
 
 
@@ -298,3 +303,42 @@ def test_damaged_manifest_is_a_clear_error(finished):
     (finished.root / MANIFEST).write_text("{not json", encoding="utf-8")
     with pytest.raises(RunDirError, match="not valid JSON .*damaged"):
         RunDir.open(finished.root)
+
+
+# ---------------------------------------------------------------- the registry and old run directories
+
+
+def test_an_unknown_stage_name_is_an_error_not_a_new_folder(rd):
+    with pytest.raises(RunDirError, match=r"unknown stage 'trian' \(did you mean 'train'\?\)"):
+        rd.stage_dir("trian")
+    with pytest.raises(RunDirError, match="unknown stage"):
+        rd.run_stage("evaluat", lambda out: None)
+    assert not (rd.root / "trian").exists() and not (rd.root / "evaluat").exists()
+
+
+def test_upstream_comes_from_the_registry_and_follows_the_recipe(tmp_path, inputs):
+    from tunewise import stages
+
+    audited = validate_recipe({"name": "x", "data": {"train": str(inputs)}})
+    unaudited = validate_recipe({"name": "x", "data": {"train": str(inputs)}, "audit": {"enabled": False}})
+    assert stages.get("train").upstream(audited) == ["data", "audit"]
+    assert stages.get("train").upstream(unaudited) == ["data"]
+    assert stages.get("card").upstream(unaudited) == ["data", "train", "evaluate"]
+    # every stage's needs are earlier stages, and each folder is owned once
+    order = stages.names()
+    for s in stages.STAGES:
+        assert all(order.index(n) < order.index(s.name) for n in s.needs), s.name
+    assert len({s.folder for s in stages.STAGES}) == len(stages.STAGES)
+
+
+def test_a_run_directory_from_an_older_tunewise_gets_a_clear_message(rd, inputs):
+    rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+    manifest = json.loads((rd.root / MANIFEST).read_text())
+    del manifest["layout"]  # what tunewise wrote before the stage registry and typed artifacts
+    (rd.root / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(RunDirError, match=r"made by an older tunewise .* --force` starts it afresh"):
+        RunDir.open(rd.root)
+    with pytest.raises(RunDirError, match="made by an older tunewise"):
+        RunDir.for_recipe(rd.recipe)
+    fresh = RunDir.for_recipe(rd.recipe, fresh=True)  # `tunewise run --force`
+    assert fresh.manifest["stages"] == {} and RunDir.open(rd.root).manifest["layout"] == fresh.manifest["layout"]

@@ -17,7 +17,7 @@ from rouge_score import rouge_scorer
 from scipy import stats as sstats
 
 from tunewise.evaluate import text_metrics as tm
-from tunewise.evaluate.stats import _batch_size
+from tunewise.evaluate.stats import bootstrap_batch_size
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MULTI30K = DATA / "multi30k_en_de" / "test_2016_flickr.jsonl"
@@ -178,7 +178,7 @@ def test_mean_metric_ci_equals_scipy_bootstrap_of_the_mean(multi30k):
     res = tm.score_corpus(hyps, refs, metrics=["rougeL"], n_resamples=500, seed=3)["rougeL"]
     values = np.array([p["rougeL"] for p in tm.per_example_scores(hyps, refs)])
     ref = sstats.bootstrap((values,), np.mean, vectorized=True, method="percentile", n_resamples=500,
-                           batch=_batch_size(300, 500), confidence_level=0.95, rng=np.random.default_rng(3))
+                           batch=bootstrap_batch_size(300, 500), confidence_level=0.95, rng=np.random.default_rng(3))
     assert res["ci_low"] == pytest.approx(ref.confidence_interval.low, abs=1e-12)
     assert res["ci_high"] == pytest.approx(ref.confidence_interval.high, abs=1e-12)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,7 +31,7 @@ def run(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
         overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. train.epochs=3 data.train=my.jsonl; ~key deletes.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training from its last checkpoint.")] = False,
         force: ForceOpt = False) -> None:
-    """Run every stage of RECIPE; stages whose inputs are unchanged are skipped."""
+    """Run every stage of RECIPE that it enables; stages whose inputs are unchanged are skipped."""
     from tunewise.pipeline import run as run_pipeline
 
     root = run_pipeline(recipe, overrides or [], resume=resume, force=force, echo=_echo)
@@ -51,44 +49,47 @@ def audit(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file, or an e
     audit_recipe(recipe, overrides or [], force=force, echo=_echo)
 
 
-@app.command()
-def train(run_dir: RunArg,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint.")] = False,
-          force: ForceOpt = False) -> None:
-    """Fine-tune the model of an existing run directory (needs its data stage)."""
-    from tunewise.rundir import RunDir
-    from tunewise.train import train as train_stage
+# -------------------------------------------------------------- one command per stage, from the registry
 
-    _echo(train_stage(RunDir.open(run_dir), resume=resume, force=force).message)
+STAGE_FLAGS = {  # RunOptions field -> the typer option a stage command offers for it
+    "resume": (bool, typer.Option("--resume", help="Continue an interrupted training from its last checkpoint.")),
+    "merge": (bool, typer.Option("--merge/--adapter-only", help="Merge LoRA adapters into the base weights (a "
+                                                                "standalone folder), or export the adapter alone.")),
+}
 
 
-@app.command()
-def evaluate(run_dir: RunArg, force: ForceOpt = False) -> None:
-    """Score the fine-tuned model and its baselines on the test split, with bootstrap CIs."""
-    from tunewise.evaluate import evaluate as evaluate_stage
-    from tunewise.rundir import RunDir
+def _stage_command(stage) -> None:  # noqa: ANN001  # a tunewise.stages.Stage
+    """Register `tunewise NAME RUN [--force] [flags]` for one registry stage."""
+    import inspect
 
-    _echo(evaluate_stage(RunDir.open(run_dir), force=force).message)
+    from tunewise.stages import RunOptions
+
+    def command(run_dir: Path, force: bool = False, **flags: bool) -> None:
+        from tunewise.pipeline import run_stage
+        from tunewise.rundir import RunDir
+
+        _echo(run_stage(RunDir.open(run_dir), stage.name, RunOptions(force=force, **flags)).message)
+
+    params = [inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RunArg),
+              inspect.Parameter("force", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=ForceOpt)]
+    for flag in stage.cli:
+        kind, option = STAGE_FLAGS[flag]
+        params.append(inspect.Parameter(flag, inspect.Parameter.KEYWORD_ONLY,
+                                        default=getattr(RunOptions(), flag), annotation=Annotated[kind, option]))
+    command.__signature__ = inspect.Signature(params)
+    command.__doc__ = f"{stage.summary[0].upper()}{stage.summary[1:]}. Reads {', '.join(stage.needs) or 'the recipe'}; writes RUN/{stage.folder}/."
+    app.command(name=stage.name)(command)
 
 
-@app.command()
-def card(run_dir: RunArg, force: ForceOpt = False) -> None:
-    """Write the model card (card/README.md) and report.html."""
-    from tunewise.release import card as card_stage
-    from tunewise.rundir import RunDir
+def _register_stage_commands() -> None:
+    from tunewise.stages import STAGES
 
-    _echo(card_stage(RunDir.open(run_dir), force=force).message)
+    for stage in STAGES:
+        if stage.cli is not None:
+            _stage_command(stage)
 
 
-@app.command()
-def export(run_dir: RunArg,
-           merge: Annotated[bool, typer.Option("--merge/--adapter-only", help="Merge LoRA adapters into the base weights (a standalone folder), or export the adapter alone.")] = True,
-           force: ForceOpt = False) -> None:
-    """Write RUN/export/: a Hugging Face folder (safetensors) that plain transformers and vLLM load."""
-    from tunewise.pipeline import export as export_stage
-    from tunewise.rundir import RunDir
-
-    _echo(export_stage(RunDir.open(run_dir), merge=merge, force=force).message)
+_register_stage_commands()
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Look at the data as the model will see it.")
@@ -102,7 +103,7 @@ def show_mask(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file (tas
               split: Annotated[str, typer.Option("--split", help="train, validation or test.")] = "train",
               color: Annotated[Optional[bool], typer.Option("--color/--no-color", help="Colour trained tokens (default: when the output is a terminal); without colour they are wrapped in [[ ]].")] = None) -> None:
     """Print examples as token text with the tokens that carry loss marked."""
-    from tunewise.tasks.causal import mask_preview
+    from tunewise.data.show_mask import mask_preview
 
     use_color = sys.stdout.isatty() if color is None else color
     for block in mask_preview(recipe, overrides or [], n=n, split=split, style="ansi" if use_color else "plain"):
@@ -138,11 +139,6 @@ def recipe_reference() -> None:
 
 
 def main() -> None:
-    # offline by default: nothing is fetched from a hub unless the user opts in with HF_HUB_OFFLINE=0
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # raised inside transformers/peft on every LoRA load in transformers 5.x; nothing a user can act on
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     interrupted = "interrupted; rerun with --resume to continue training from the last checkpoint"
     try:
         rc = app(standalone_mode=False)

@@ -86,8 +86,6 @@ class DataConfig(_Strict):
     @classmethod
     def _template_parses(cls, v: str | None) -> str | None:
         if v is not None:
-            from tunewise.data.readers import template_fields
-
             template_fields(v)  # raises ValueError naming the problem
         return v
 
@@ -118,7 +116,9 @@ class ModelConfig(_Strict):
     def finetune_method(self, task: str) -> str:
         if self.finetune != "auto":
             return self.finetune
-        return "full" if task == "classification" else "lora"
+        from tunewise.tasks import task_for
+
+        return task_for(task).default_finetune()
 
 
 class TrainConfig(_Strict):
@@ -160,7 +160,9 @@ class EvaluateConfig(_Strict):
     def baselines_for(self, task: str) -> list[str]:
         if self.baselines is not None:
             return list(self.baselines)
-        return ["majority", "tfidf_logreg"] if task == "classification" else ["base_model"]
+        from tunewise.tasks import task_for
+
+        return task_for(task).default_baselines()
 
 
 AUDIT_CHECKS = ("duplicate", "near_duplicate", "leak", "label_conflict", "label_noise", "imbalance", "length",
@@ -223,24 +225,25 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _fits_task(self) -> "Recipe":
-        causal = self.task != "classification"
-        wrong = [b for b in self.evaluate.baselines_for(self.task) if (b == "base_model") != causal]
+        from tunewise.tasks import task_for
+
+        task = task_for(self.task)
+        wrong = [b for b in self.evaluate.baselines_for(self.task) if b not in task.baseline_choices]
         if wrong:
-            allowed = "base_model" if causal else "majority, tfidf_logreg"
-            raise ValueError(f"evaluate.baselines {wrong} do not apply to task '{self.task}'; allowed: {allowed}")
-        if causal and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
+            raise ValueError(f"evaluate.baselines {wrong} do not apply to task '{self.task}'; allowed: "
+                             f"{', '.join(task.baseline_choices)}")
+        if not task.has_labels and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
             raise ValueError(f"train.metric_for_best_model '{self.train.metric_for_best_model}' needs labels; "
                              f"task '{self.task}' picks its best checkpoint by validation `loss` (or `auto`)")
         return self
 
-    @property
-    def causal(self) -> bool:
-        """True for tasks trained on a causal language model (generation, chat)."""
-        return self.task != "classification"
-
     def best_metric(self) -> str:
         m = self.train.metric_for_best_model
-        return m if m != "auto" else ("macro_f1" if self.task == "classification" else "loss")
+        if m != "auto":
+            return m
+        from tunewise.tasks import task_for
+
+        return task_for(self.task).best_metric()
 
     def fingerprint(self) -> str:
         """Short hash of the resolved recipe (output_dir excluded): the run id."""
@@ -249,6 +252,28 @@ class Recipe(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def template_fields(template: str) -> list[str]:
+    """The column names a prompt template reads, in order; ValueError naming the problem when it is malformed."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid format string ({exc}); write columns as {{name}} and literal braces "
+                         f"as {{{{ and }}}}") from None
+    names = []
+    for _, name, _, _ in parsed:
+        if name is None:
+            continue
+        if not name or not name.isidentifier():
+            raise ValueError(f"has the placeholder {{{name}}}; expected column names such as {{dialogue}} "
+                             f"(positional {{}} and attribute/index access are not allowed)")
+        names.append(name)
+    if not names:
+        raise ValueError("names no column; expected at least one placeholder such as {text}")
+    return list(dict.fromkeys(names))
 
 
 def check_data_fields(data: DataConfig) -> None:

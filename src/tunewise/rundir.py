@@ -3,7 +3,8 @@
 runs/<name>-<id>/
   recipe.yaml      the fully resolved recipe
   manifest.json    sha256 of every input and output, per stage; package versions, git revision, seed
-  data/ model/ eval/ card/   one folder per stage (data, train, evaluate, card), written only by that stage
+  data/ audit/ model/ eval/ card/ export/   one folder per stage, written only by that stage
+                   (which stage owns which folder, and what it reads, is declared in stages.py)
   report.html      the run's front page, written by the card stage
 
 A stage is skipped when it finished before and the hashes of its inputs are unchanged.
@@ -25,13 +26,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from tunewise import stages
 from tunewise.errors import RunDirError, VerifyError
 from tunewise.recipe import Recipe, validate_recipe
 
 MANIFEST = "manifest.json"
 RECIPE = "recipe.yaml"
-# stage name (CLI verb) -> the folder it owns
-STAGE_FOLDERS = {"data": "data", "audit": "audit", "train": "model", "evaluate": "eval", "card": "card", "export": "export"}
+# The run-directory layout: 2 = one registry of stages, typed artifacts with a schema_version. A run directory of
+# another layout is refused with the way out, never half-read.
+LAYOUT = 2
 TRACKED_PACKAGES = ("tunewise", "torch", "transformers", "accelerate", "datasets", "scikit-learn", "scipy",
                     "numpy", "huggingface_hub", "pydantic", "safetensors", "tokenizers")
 
@@ -69,6 +72,51 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def atomic_write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+class AtomicJsonlWriter:
+    """Write a JSONL file one record at a time, atomically: for files too large to hold in memory first.
+
+    Lines go to a temp file in the same folder; leaving the `with` block normally flushes, fsyncs and renames
+    it into place (as `atomic_write_bytes` does), so readers see the old file or the whole new one. An exception
+    inside the block removes the temp file and leaves `path` as it was.
+
+        with AtomicJsonlWriter(out / "rows.jsonl") as writer:
+            for record in records:
+                writer.write(record)
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            os.chmod(self._tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should read like any other file
+            self._fh = os.fdopen(fd, "w", encoding="utf-8")
+        except BaseException:
+            os.close(fd)
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def __enter__(self) -> "AtomicJsonlWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            with self._fh:  # closed whatever happens
+                if exc_type is None:
+                    self._fh.flush()
+                    os.fsync(self._fh.fileno())
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+                return
+        except BaseException:
+            Path(self._tmp).unlink(missing_ok=True)
+            raise
+        Path(self._tmp).unlink(missing_ok=True)  # the block raised: no file appears, its exception propagates
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -133,13 +181,15 @@ class RunDir:
 
     # -- opening
     @classmethod
-    def for_recipe(cls, recipe: Recipe) -> "RunDir":
-        """Create (or reopen) runs/<name>-<fingerprint>/ for this resolved recipe."""
+    def for_recipe(cls, recipe: Recipe, *, fresh: bool = False) -> "RunDir":
+        """Create (or reopen) runs/<name>-<fingerprint>/ for this resolved recipe. `fresh`: a run directory made
+        by an older tunewise gets a new manifest (its stages all rerun) instead of an error."""
         root = Path(recipe.output_dir) / f"{recipe.name}-{recipe.fingerprint()}"
         root.mkdir(parents=True, exist_ok=True)
-        if (root / MANIFEST).exists():
+        if (root / MANIFEST).exists() and not (fresh and _layout_of(root) != LAYOUT):
             return cls.open(root)
         manifest = {
+            "layout": LAYOUT,
             "run_id": root.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seed": recipe.seed,
@@ -165,12 +215,19 @@ class RunDir:
             manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise RunDirError(f"{root / MANIFEST}: not valid JSON (line {exc.lineno}): the manifest was damaged") from None
+        layout = manifest.get("layout") if isinstance(manifest, dict) else None
+        if layout != LAYOUT:
+            made = "an older tunewise" if layout is None or (isinstance(layout, int) and layout < LAYOUT) else \
+                "a newer tunewise"
+            raise RunDirError(f"{root} was made by {made} (run-directory layout {layout or 1}; this tunewise reads "
+                              f"layout {LAYOUT}); rerun it: `tunewise run {root / RECIPE} --force` starts it afresh")
         recipe = validate_recipe(manifest["recipe"], source=str(root / MANIFEST))
         return cls(root, recipe, manifest)
 
     # -- paths
     def stage_dir(self, stage: str) -> Path:
-        return self.root / STAGE_FOLDERS.get(stage, stage)
+        """The folder a stage owns (from the registry); an unknown stage name raises."""
+        return self.root / stages.get(stage).folder
 
     def save_manifest(self) -> None:
         atomic_write_json(self.root / MANIFEST, self.manifest)
@@ -196,15 +253,17 @@ class RunDir:
 
     # -- running a stage
     def run_stage(self, stage: str, fn: Callable[[Path], str | None], *, external_inputs: Iterable[Path] = (),
-                  upstream: Iterable[str] = (), extra_outputs: Iterable[str] = (), force: bool = False,
-                  keep_existing: bool = False) -> StageOutcome:
+                  force: bool = False, keep_existing: bool = False) -> StageOutcome:
         """Run `fn(stage_dir)` unless it already finished with the same inputs.
 
-        external_inputs: files outside the run (data files) whose hashes decide the skip and are recorded.
-        upstream: earlier stages whose recorded outputs are this stage's inputs.
-        extra_outputs: files outside the stage folder that the stage writes (relative to the run root).
+        The stage's folder, its upstream stages (whose recorded outputs are its inputs) and the files it writes
+        outside its folder come from the registry (stages.py).
+        external_inputs: files outside the run (data files, base weights) whose hashes decide the skip.
         keep_existing: do not clear the stage folder first (used by training resume).
         """
+        declared = stages.get(stage)
+        upstream = declared.upstream(self.recipe)
+        extra_outputs = declared.extra_outputs
         for up in upstream:
             self.require(up, stage)
         # a missing input is left for the stage itself to report, with its own clear message
@@ -278,6 +337,14 @@ class RunDir:
                     if p.is_file() and rel not in recorded and not p.name.endswith(".tmp"):
                         problems.append(f"{rel}: not recorded in the manifest (added after the run)")
         return problems
+
+
+def _layout_of(root: Path) -> int | None:
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return manifest.get("layout") if isinstance(manifest, dict) else None
 
 
 def verify_run(root: str | Path) -> int:

@@ -1,16 +1,14 @@
-"""Stage 4: the model card and the run's HTML report. Reads data/, audit/, model/, eval/; writes card/ and
-report.html."""
+"""The card stage: the model card and the run's HTML report. Reads data/, audit/, model/, eval/ through their typed
+artifacts (tunewise.artifacts); writes card/ and report.html."""
 
 import json
 from pathlib import Path
 
 from tunewise.rundir import RunDir, StageOutcome, atomic_write_text
+from tunewise.stages import RunOptions
 
 REPORT = "report.html"
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text(encoding="utf-8"))
+TRAIN_LOG = "train_log.jsonl"  # the Trainer's log history, as the train stage writes it
 
 
 def _read_jsonl(path: Path) -> list:
@@ -19,18 +17,19 @@ def _read_jsonl(path: Path) -> list:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
-    from tunewise.release.model_card import build_model_card, load_examples
-    from tunewise.release.report import render_report
-    from tunewise.release.tables import is_causal
+def run(rd: RunDir, options: "RunOptions") -> StageOutcome:
+    from tunewise.artifacts import DataSummary, Metrics, TrainSummary
+    from tunewise.card.model_card import build_model_card, load_examples
+    from tunewise.card.report import render_report
+    from tunewise.tasks import task_for
 
     def write(out: Path) -> str:
-        metrics = _read_json(rd.stage_dir("evaluate") / "metrics.json")
-        train_summary = _read_json(rd.stage_dir("train") / "train_summary.json")
-        data_summary = _read_json(rd.stage_dir("data") / "summary.json")
-        train_log = _read_jsonl(rd.stage_dir("train") / "train_log.jsonl")
-        # generation and chat: the first test examples with every model's output, from eval/predictions*.jsonl
-        examples = load_examples(rd.root, metrics) if is_causal(metrics) else None
+        metrics = Metrics.read(rd.stage_dir("evaluate") / Metrics.FILE)
+        train_summary = TrainSummary.read(rd.stage_dir("train") / TrainSummary.FILE)
+        data_summary = DataSummary.read(rd.stage_dir("data") / DataSummary.FILE)
+        train_log = _read_jsonl(rd.stage_dir("train") / TRAIN_LOG)
+        # tasks with prompts show the first test examples with every model's output, from eval/predictions*.jsonl
+        examples = load_examples(rd.root, metrics) if task_for(rd.recipe).has_prompts else None
         audit, datacard = _audit_for_card(rd)
         model_card = build_model_card(rd.recipe, metrics, train_summary, data_summary, examples=examples,
                                       datacard_path=datacard, audit=audit)
@@ -44,16 +43,14 @@ def card(rd: RunDir, *, force: bool = False) -> StageOutcome:
         atomic_write_text(rd.root / REPORT, html)
         return f"card: wrote {out / 'README.md'} and {rd.root / REPORT}"
 
-    upstream = ["data", "audit", "train", "evaluate"] if rd.recipe.audit.enabled else ["data", "train", "evaluate"]
-    return rd.run_stage("card", write, upstream=upstream, extra_outputs=[REPORT], force=force)
+    return rd.run_stage("card", write, force=options.force)
 
 
-def _audit_for_card(rd: RunDir) -> tuple[dict | None, str | None]:
+def _audit_for_card(rd: RunDir) -> tuple[dict, str | None]:
     """(the audit's card summary, the datacard's path relative to card/README.md); disabled audit: a note."""
-    from tunewise.audit import load_findings
-    from tunewise.audit.findings import card_summary
+    from tunewise.artifacts.findings import read_findings
+    from tunewise.card.audit import DATACARD, audit_summary
 
     if not rd.recipe.audit.enabled:
-        return card_summary(None), None
-    datacard = "../audit/datacard.md"
-    return card_summary(load_findings(rd), datacard), datacard
+        return audit_summary(None), None
+    return audit_summary(read_findings(rd), DATACARD), DATACARD

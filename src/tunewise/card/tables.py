@@ -1,18 +1,22 @@
-"""Rows shared by the model card and the HTML report, built from the JSON the earlier stages write.
+"""Rows shared by the model card and the HTML report, built from the typed artifacts the earlier stages write.
 
-Both documents show the same numbers; building the rows once keeps them from drifting apart.
-Everything here reads plain dicts defensively: a missing key shows as "—" or "not declared", never a crash.
+Both documents show the same numbers; building the rows once keeps them from drifting apart. The artifacts are
+validated when read (`tunewise.artifacts`), so a row reads its fields directly; the few values that can be absent
+(a slice without an interval, a file without a declared licence) are Optional in the schema and shown as "—" or
+"not declared" here, explicitly.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from tunewise.recipe import Recipe
+from tunewise.artifacts.data import DataSummary
+from tunewise.artifacts.metrics import FINE_TUNED, ClassificationMetrics, GenerationMetrics, Metrics, SliceField
+from tunewise.artifacts.train import CausalTrainSummary
 
-FINE_TUNED = "fine_tuned"
 NOT_DECLARED = "not declared"
 METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1",
                  "micro_f1": "micro-F1",
@@ -23,30 +27,29 @@ METRIC_LABELS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": 
 METRIC_DIGITS = {"bleu": 2, "chrf": 2}
 METRIC_SCALES = {"bleu": "0–100", "chrf": "0–100", "rouge1": "0–1", "rouge2": "0–1", "rougeL": "0–1",
                  "exact_match": "0–1", "length_ratio": "hyp/ref tokens", "accuracy": "0–1", "macro_f1": "0–1"}
-CAUSAL_TASKS = ("generation", "chat")
 SPLIT_ORDER = ("train", "validation", "test")
 
 
-def fmt(x: Any, digits: int = 3, signed: bool = False) -> str:
-    """A number for a table cell; '—' for missing or non-finite values."""
-    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+def fmt(x: float | int | None, digits: int = 3, signed: bool = False) -> str:
+    """A number for a table cell; '—' for a value the artifact leaves null, or a non-finite one."""
+    if x is None or isinstance(x, bool) or not math.isfinite(x):
         return "—"
     return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def fmt_p(p: Any) -> str:
-    if not isinstance(p, (int, float)) or isinstance(p, bool) or not math.isfinite(p):
+def fmt_p(p: float) -> str:
+    if not math.isfinite(p):
         return "—"
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def pct(conf: Any) -> str:
+def pct(conf: float) -> str:
     """0.95 -> '95%'."""
-    return f"{conf * 100:g}%" if isinstance(conf, (int, float)) and not isinstance(conf, bool) else "95%"
+    return f"{conf * 100:g}%"
 
 
 def metric_label(name: str) -> str:
-    return METRIC_LABELS.get(name, name)
+    return METRIC_LABELS.get(name, name)  # a metric without a display name shows its key
 
 
 def digits(name: str) -> int:
@@ -54,119 +57,92 @@ def digits(name: str) -> int:
     return METRIC_DIGITS.get(name, 3)
 
 
-def is_causal(metrics: dict[str, Any]) -> bool:
-    """True for the metrics.json of a generation or chat run (text metrics, no labels)."""
-    return metrics.get("task") in CAUSAL_TASKS
-
-
-def model_order(metrics: dict[str, Any]) -> list[str]:
-    """The fine-tuned model first, then baselines alphabetically."""
-    return sorted(metrics.get("models") or {}, key=lambda m: (m != FINE_TUNED, m))
-
-
-def metric_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per model x metric with value and CI."""
+def metric_rows(metrics: Metrics) -> list[dict[str, Any]]:
+    """One row per model x metric with value and CI, the fine-tuned model first."""
     rows = []
-    models = metrics.get("models") or {}
-    for model in model_order(metrics):
-        info = models[model] or {}
-        for name, r in (info.get("metrics") or {}).items():
-            r = r or {}
+    for model in metrics.model_order():
+        info = metrics.models[model]
+        for name, r in info.metrics.items():
             d = digits(name)
-            rows.append({"model": model, "description": info.get("description") or "", "metric": name,
-                         "metric_label": metric_label(name), "value": r.get("value"),
-                         "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
-                         "value_s": fmt(r.get("value"), d),
-                         "ci_s": f"{fmt(r.get('ci_low'), d)} – {fmt(r.get('ci_high'), d)}",
-                         "confidence": pct(r.get("confidence", 0.95)), "method": r.get("method") or "",
-                         "n_resamples": r.get("n_resamples"), "fine_tuned": model == FINE_TUNED})
+            rows.append({"model": model, "description": info.description, "metric": name,
+                         "metric_label": metric_label(name), "value": r.value,
+                         "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "value_s": fmt(r.value, d), "ci_s": f"{fmt(r.ci_low, d)} – {fmt(r.ci_high, d)}",
+                         "confidence": pct(r.confidence), "method": r.method,
+                         "n_resamples": r.n_resamples, "fine_tuned": model == FINE_TUNED})
     return rows
 
 
-def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def comparison_rows(metrics: Metrics) -> list[dict[str, Any]]:
     """Paired model-vs-baseline differences, each with a plain-words reading of its CI."""
     rows = []
-    for c in metrics.get("comparisons") or []:
-        lo, hi, diff = c.get("ci_low"), c.get("ci_high"), c.get("diff")
-        conf = pct(c.get("confidence", 0.95))
-        known = all(isinstance(v, (int, float)) for v in (lo, hi, diff))
-        significant = known and (lo > 0 or hi < 0)
-        model, base, metric = c.get("model", FINE_TUNED), c.get("baseline", "?"), metric_label(c.get("metric", "?"))
-        d = digits(c.get("metric", "?"))
-        if not known:
-            words = f"{model} vs {base} on {metric}: no interval was computed."
-        else:
-            gap = (f"{abs(diff):.{d}f} {'higher' if diff > 0 else 'lower'} than" if diff else "the same as")
-            head = f"{model} scores {gap} {base} on {metric} ({conf} CI {lo:+.{d}f} to {hi:+.{d}f})"
-            words = (f"{head}; the interval excludes zero, so the difference is significant at the {conf} level."
-                     if significant else
-                     f"{head}; the interval includes zero, so this test set cannot tell them apart at the "
-                     f"{conf} level.")
-        rows.append({"model": model, "baseline": base, "metric": c.get("metric", "?"), "metric_label": metric,
+    for c in metrics.comparisons:
+        lo, hi, diff = c.ci_low, c.ci_high, c.diff
+        conf = pct(c.confidence)
+        significant = lo > 0 or hi < 0
+        metric = metric_label(c.metric)
+        d = digits(c.metric)
+        gap = f"{abs(diff):.{d}f} {'higher' if diff > 0 else 'lower'} than" if diff else "the same as"
+        head = f"{c.model} scores {gap} {c.baseline} on {metric} ({conf} CI {lo:+.{d}f} to {hi:+.{d}f})"
+        words = (f"{head}; the interval excludes zero, so the difference is significant at the {conf} level."
+                 if significant else
+                 f"{head}; the interval includes zero, so this test set cannot tell them apart at the "
+                 f"{conf} level.")
+        rows.append({"model": c.model, "baseline": c.baseline, "metric": c.metric, "metric_label": metric,
                      "diff": diff, "diff_s": fmt(diff, d, signed=True),
                      "ci_s": f"{fmt(lo, d, signed=True)} – {fmt(hi, d, signed=True)}", "confidence": conf,
-                     "p_value": c.get("p_value"), "p_s": fmt_p(c.get("p_value")),
+                     "p_value": c.p_value, "p_s": fmt_p(c.p_value),
                      "significant": significant, "significant_s": "yes" if significant else "no", "words": words})
     return rows
 
 
-def calibration_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    models = metrics.get("models") or {}
+def calibration_rows(metrics: ClassificationMetrics) -> list[dict[str, Any]]:
     rows = []
-    for model in model_order(metrics):
-        cal = (models[model] or {}).get("calibration") or {}
-        if cal:
-            rows.append({"model": model, "ece": cal.get("ece"), "ece_s": fmt(cal.get("ece")),
-                         "brier_s": fmt(cal.get("brier")), "fine_tuned": model == FINE_TUNED})
+    for model in metrics.model_order():
+        cal = metrics.models[model].calibration
+        rows.append({"model": model, "ece": cal.ece, "ece_s": fmt(cal.ece), "brier_s": fmt(cal.brier),
+                     "fine_tuned": model == FINE_TUNED})
     return rows
 
 
-def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+def per_class_rows(metrics: ClassificationMetrics) -> list[dict[str, Any]]:
     """Per-class precision/recall/F1, worst F1 first (that is where the model fails)."""
-    rows = []
-    for label, r in (metrics.get("per_class") or {}).items():
-        r = r or {}
-        f1 = r.get("f1")
-        rows.append({"label": label, "f1": f1, "precision_s": fmt(r.get("precision")),
-                     "recall_s": fmt(r.get("recall")), "f1_s": fmt(f1), "support": r.get("support", "—")})
-    rows.sort(key=lambda r: (r["f1"] if isinstance(r["f1"], (int, float)) else -1.0, r["label"]))
+    rows = [{"label": label, "f1": r.f1, "precision_s": fmt(r.precision), "recall_s": fmt(r.recall),
+             "f1_s": fmt(r.f1), "support": r.support} for label, r in metrics.per_class.items()]
+    rows.sort(key=lambda r: (r["f1"], r["label"]))
     return rows
 
 
-def slice_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """Fine-tuned score per slice value, grouped by field; each field's largest gap on its first row.
+def slice_rows(slices: Mapping[str, SliceField]) -> list[dict[str, Any]]:
+    """Fine-tuned score per slice value (metrics.slices), grouped by field; each field's largest gap on its first row.
 
-    The score is the one named by the field's `<metric>_gap` key: accuracy for classification (also the
-    fallback), e.g. rougeL for generation. `accuracy_s` and `score_s` hold the same formatted value.
+    The score is the field's slice metric (accuracy for classification, e.g. rougeL for generation);
+    `accuracy_s` and `score_s` hold the same formatted value.
     """
     rows = []
-    for field, info in (metrics.get("slices") or {}).items():
-        info = info or {}
-        gap_keys = [k for k in info if k.endswith("_gap")]
-        name = gap_keys[0][: -len("_gap")] if gap_keys else "accuracy"
-        gap, d = info.get(f"{name}_gap"), digits(name)
-        for i, (value, v) in enumerate((info.get("values") or {}).items()):
-            acc = (v or {}).get(name) or {}
-            score_s = fmt(acc.get("value"), d)
-            rows.append({"field": field, "value": value, "n": (v or {}).get("n", "—"), "accuracy_s": score_s,
+    for field, info in slices.items():
+        name, d = info.metric, digits(info.metric)
+        for i, (value, v) in enumerate(info.values.items()):
+            score = v.score
+            score_s = fmt(score.value, d)
+            rows.append({"field": field, "value": value, "n": v.n, "accuracy_s": score_s,
                          "metric": name, "metric_label": metric_label(name), "score_s": score_s,
-                         "ci_s": f"{fmt(acc.get('ci_low'), d)}–{fmt(acc.get('ci_high'), d)}"
-                         if acc.get("ci_low") is not None else "—", "gap_s": fmt(gap, d) if i == 0 else ""})
+                         "ci_s": f"{fmt(score.ci_low, d)}–{fmt(score.ci_high, d)}"
+                         if score.ci_low is not None else "—", "gap_s": fmt(info.gap, d) if i == 0 else ""})
     return rows
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, str]:
+def headline(metrics: Metrics) -> dict[str, str]:
     """The fine-tuned model's numbers as 'value (CI lo–hi)' strings, keyed by metric label."""
-    ft = ((metrics.get("models") or {}).get(FINE_TUNED) or {}).get("metrics") or {}
-    return {metric_label(k): f"{fmt(r.get('value'), digits(k))} ({pct(r.get('confidence', 0.95))} CI "
-                             f"{fmt(r.get('ci_low'), digits(k))}–{fmt(r.get('ci_high'), digits(k))})"
-            for k, r in ft.items() if r}
+    return {metric_label(k): f"{fmt(r.value, digits(k))} ({pct(r.confidence)} CI "
+                             f"{fmt(r.ci_low, digits(k))}–{fmt(r.ci_high, digits(k))})"
+            for k, r in metrics.fine_tuned().metrics.items()}
 
 
 # ---------------------------------------------------------------- data
 
 
-def _declared(value: Any) -> str:
+def _declared(value: str | bool | None) -> str:
     if value is None or value == "":
         return NOT_DECLARED
     if isinstance(value, bool):
@@ -174,31 +150,19 @@ def _declared(value: Any) -> str:
     return str(value)
 
 
-def _recipe_source(recipe: Recipe | None, split: str) -> dict[str, Any]:
-    data_file = getattr(recipe.data, split, None) if recipe is not None else None
-    return data_file.model_dump() if data_file is not None else {}
-
-
-def split_rows(data_summary: dict[str, Any], recipe: Recipe | None = None) -> list[dict[str, Any]]:
-    """One row per split: file, rows, quarantined, provenance. A carved split inherits its parent's source."""
-    splits = data_summary.get("splits") or {}
-    sources = data_summary.get("files") or {}
-    names = [s for s in SPLIT_ORDER if s in splits] + [s for s in splits if s not in SPLIT_ORDER]
+def split_rows(data_summary: DataSummary) -> list[dict[str, Any]]:
+    """One row per split: file, rows, quarantined, provenance. A carved split shows its parent file's source."""
     rows = []
-    for split in names:
-        info = splits.get(split) or {}
-        carved = info.get("carved_from")
-        src = sources.get(split) or (sources.get(carved) if carved else None) or \
-            _recipe_source(recipe, split) or (_recipe_source(recipe, carved) if carved else {})
-        file = info.get("source_file") or src.get("path") or ""
-        sha = info.get("sha256") or ""
+    for split in [s for s in SPLIT_ORDER if s in data_summary.splits]:
+        info = data_summary.splits[split]
+        src = data_summary.source_of(split)
+        file = info.source_file
+        sha = info.sha256 or ""
         rows.append({"split": split, "file": file, "file_name": PurePath(file).name if file else "—",
-                     "source_path": src.get("path") or file, "rows": info.get("rows", "—"),
-                     "quarantined": info.get("quarantined", 0), "carved_from": carved,
-                     "sha256": sha, "sha256_short": sha[:12] if sha else "—",
-                     "source": _declared(src.get("source")), "license": _declared(src.get("license")),
-                     "personal_data": _declared(src.get("contains_personal_data")),
-                     "label_counts": info.get("label_counts") or {}})
+                     "source_path": src.path, "rows": info.rows, "quarantined": info.quarantined,
+                     "carved_from": info.carved_from, "sha256": sha, "sha256_short": sha[:12] if sha else "—",
+                     "source": _declared(src.source), "license": _declared(src.license),
+                     "personal_data": _declared(src.contains_personal_data)})
     return rows
 
 
@@ -224,88 +188,51 @@ def data_warnings(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def labels_of(metrics: dict[str, Any], data_summary: dict[str, Any]) -> list[str]:
-    return list(metrics.get("labels") or data_summary.get("labels") or [])
-
-
 # ---------------------------------------------------------------- generation and chat
 
 
-def generation_metric_table(metrics: dict[str, Any]) -> dict[str, Any]:
+def generation_metric_table(metrics: GenerationMetrics) -> dict[str, Any]:
     """Wide table for text metrics: one row per metric, one value + CI cell per model (fine-tuned first)."""
-    models = model_order(metrics)
-    infos = metrics.get("models") or {}
-    names: list[str] = []
-    for m in models:
-        for name in ((infos[m] or {}).get("metrics") or {}):
-            if name not in names:
-                names.append(name)
+    models = metrics.model_order()
     rows = []
-    for name in names:
+    for name in metrics.fine_tuned().metrics:  # every model scores the same metrics (the schema checks it)
         d = digits(name)
         cells = []
         for m in models:
-            r = ((infos[m] or {}).get("metrics") or {}).get(name) or {}
-            lo, hi = r.get("ci_low"), r.get("ci_high")
-            cells.append({"model": m, "value_s": fmt(r.get("value"), d),
-                          "ci_s": f"{fmt(lo, d)} – {fmt(hi, d)}" if lo is not None and hi is not None else "—"})
+            r = metrics.models[m].metrics[name]
+            cells.append({"model": m, "value_s": fmt(r.value, d),
+                          "ci_s": f"{fmt(r.ci_low, d)} – {fmt(r.ci_high, d)}"})
         rows.append({"metric": name, "metric_label": metric_label(name), "scale": METRIC_SCALES.get(name, ""),
                      "cells": cells})
-    confidence = next((pct(r.get("confidence")) for m in models
-                       for r in ((infos[m] or {}).get("metrics") or {}).values()
-                       if r and isinstance(r.get("confidence"), (int, float))), "95%")
-    return {"models": models, "rows": rows, "confidence": confidence}
+    return {"models": models, "rows": rows, "confidence": pct(metrics.confidence())}
 
 
-def generation_settings_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+def generation_settings_rows(metrics: GenerationMetrics) -> list[tuple[str, str]]:
     """(setting, value) pairs describing how the test outputs were generated."""
-    g = dict(metrics.get("generation") or {})
-    rows: list[tuple[str, str]] = []
-    n_test, n_scored = metrics.get("n_test"), metrics.get("n_scored", metrics.get("n_test"))
-    if n_scored is not None:
-        of = f" of {n_test}" if n_test is not None and n_scored != n_test else ""
-        rows.append(("Test examples scored", f"{n_scored}{of}"))
-    if g:
-        sample = g.pop("do_sample", False)
-        temperature, top_p = g.pop("temperature", None), g.pop("top_p", None)
-        if sample:
-            parts = [f"temperature {temperature:g}" if isinstance(temperature, (int, float)) else None,
-                     f"top-p {top_p:g}" if isinstance(top_p, (int, float)) else None]
-            rows.append(("Decoding", "sampling" + "".join(f", {p}" for p in parts if p)))
-        else:
-            rows.append(("Decoding", "greedy (do_sample false)"))
-        if "max_new_tokens" in g:
-            rows.append(("Max new tokens", str(g.pop("max_new_tokens"))))
-        if "batch_size" in g:
-            rows.append(("Batch size", str(g.pop("batch_size"))))
-        rows += [(str(k).replace("_", " ").capitalize(), str(v)) for k, v in g.items()]
-    return rows
+    g = metrics.generation
+    of = f" of {metrics.n_test}" if metrics.n_scored != metrics.n_test else ""
+    decoding = f"sampling, temperature {g.temperature:g}, top-p {g.top_p:g}" if g.do_sample \
+        else "greedy (do_sample false)"
+    return [("Test examples scored", f"{metrics.n_scored}{of}"), ("Decoding", decoding),
+            ("Max new tokens", str(g.max_new_tokens)), ("Batch size", str(g.batch_size)),
+            ("Precision", g.precision), ("Device", g.device), ("Chat template", str(g.chat_template))]
 
 
 SIGNATURE_LABELS = {"bleu": "BLEU", "chrf": "chrF", "rouge": "ROUGE", "exact_match": "exact match",
                     "length_ratio": "length ratio"}
 
 
-def text_signature_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+def text_signature_rows(metrics: GenerationMetrics) -> list[tuple[str, str]]:
     """(metric, signature) pairs: sacrebleu's own signatures and the ROUGE/exact-match settings."""
-    sigs = metrics.get("text_metric_signatures") or {}
-    return [(SIGNATURE_LABELS.get(k, k), str(v)) for k, v in sigs.items() if v]
+    return [(SIGNATURE_LABELS.get(k, k), v) for k, v in metrics.text_metric_signatures.items()]
 
 
-def per_epoch_rows(train_summary: dict[str, Any]) -> list[dict[str, Any]]:
+def per_epoch_rows(train_summary: CausalTrainSummary) -> list[dict[str, Any]]:
     """Validation loss and mean token accuracy after each epoch; the best (lowest-loss) epoch is marked."""
-    epochs = [e for e in train_summary.get("per_epoch") or [] if isinstance(e, dict)]
-    losses = [e.get("eval_loss") for e in epochs if isinstance(e.get("eval_loss"), (int, float))]
-    best = min(losses) if losses else None
-    rows = []
-    for e in epochs:
-        epoch = e.get("epoch")
-        rows.append({"epoch": f"{epoch:g}" if isinstance(epoch, (int, float)) else "—",
-                     "step": e.get("step") if e.get("step") is not None else "—",
-                     "eval_loss_s": fmt(e.get("eval_loss"), 4),
-                     "token_accuracy_s": fmt(e.get("eval_mean_token_accuracy")),
-                     "best": best is not None and e.get("eval_loss") == best})
-    return rows
+    best = min((e.eval_loss for e in train_summary.per_epoch), default=None)
+    return [{"epoch": f"{e.epoch:g}", "step": e.step if e.step is not None else "—",
+             "eval_loss_s": fmt(e.eval_loss, 4), "token_accuracy_s": fmt(e.eval_mean_token_accuracy),
+             "best": e.eval_loss == best} for e in train_summary.per_epoch]
 
 
 def _clip(text: str, limit: int) -> tuple[str, bool]:
@@ -317,14 +244,11 @@ def _clip(text: str, limit: int) -> tuple[str, bool]:
     return f"{text[:head].rstrip()} … {text[len(text) - tail:].lstrip()}" if tail else text[:head] + " …", True
 
 
-def _as_text(value: Any) -> str:
+def _as_text(value: str | list[dict[str, str]]) -> str:
     """A prompt or output as plain text; chat prompts (lists of {role, content}) become 'role: content' lines."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
-        return "\n".join(f"{m.get('role', '?')}: {m.get('content', '')}" if isinstance(m, dict) else str(m)
-                         for m in value)
-    return "" if value is None else str(value)
+    return "\n".join(f"{m['role']}: {m['content']}" for m in value)
 
 
 def example_rows(examples: list[dict[str, Any]] | None, *, prompt_chars: int = 400,
@@ -332,19 +256,20 @@ def example_rows(examples: list[dict[str, Any]] | None, *, prompt_chars: int = 4
     """Display rows for example generations (raw text; the templates escape it).
 
     `examples` items are {"id", "prompt", "references", "outputs": {model: {"prediction", "chrf", "rougeL"}}},
-    as `model_card.load_examples` returns them, fine-tuned model first.
+    as `model_card.load_examples` returns them, fine-tuned model first; a score is None where that metric was
+    not computed.
     """
     rows = []
     for ex in examples or []:
-        prompt, prompt_cut = _clip(_as_text(ex.get("prompt")), prompt_chars)
-        refs = [_as_text(r) for r in ex.get("references") or []]
+        prompt, prompt_cut = _clip(_as_text(ex["prompt"]), prompt_chars)
+        refs = [_as_text(r) for r in ex["references"]]
         reference, ref_cut = _clip(refs[0], text_chars) if refs else ("", False)
         outputs = []
-        for model, out in (ex.get("outputs") or {}).items():
-            text, cut = _clip(_as_text((out or {}).get("prediction")), text_chars)
+        for model, out in ex["outputs"].items():
+            text, cut = _clip(_as_text(out["prediction"]), text_chars)
             outputs.append({"model": model, "text": text, "truncated": cut,
-                            "chrf_s": fmt((out or {}).get("chrf"), 1), "rougeL_s": fmt((out or {}).get("rougeL"))})
-        rows.append({"id": str(ex.get("id", "")), "prompt": prompt, "prompt_truncated": prompt_cut,
+                            "chrf_s": fmt(out["chrf"], 1), "rougeL_s": fmt(out["rougeL"])})
+        rows.append({"id": str(ex["id"]), "prompt": prompt, "prompt_truncated": prompt_cut,
                      "reference": reference, "reference_truncated": ref_cut, "more_references": max(len(refs) - 1, 0),
                      "outputs": outputs})
     return rows

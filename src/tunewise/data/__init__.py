@@ -1,32 +1,20 @@
-"""Reading, validation, quarantine and splits of labeled data: used by every stage."""
+"""The data stage: read, validate, quarantine and split the recipe's data files; write data/.
 
-from tunewise.data.prepare import (
-    available_splits,
-    data_files,
-    derive_labels,
-    load_examples,
-    load_labels,
-    load_split,
-    make_ids_unique,
-    prepare_data,
-)
-from tunewise.data.readers import Example, ExampleChecker, Quarantined, Row, read_labeled_file, read_records
+The rows it writes, and their readers, live in `tunewise.artifacts.rows`: later stages read data/ through those.
+"""
+
+from tunewise.data.prepare import data_files, derive_labels, make_ids_unique, prepare_data
+from tunewise.data.readers import ExampleChecker, Quarantined, read_labeled_file, read_records
 from tunewise.data.splits import stratified_split
 
 __all__ = [
-    "Example",
     "ExampleChecker",
-    "load_examples",
-    "read_records",
     "Quarantined",
-    "Row",
-    "available_splits",
     "data_files",
     "derive_labels",
-    "load_labels",
-    "load_split",
     "make_ids_unique",
     "prepare_data",
     "read_labeled_file",
+    "read_records",
     "stratified_split",
 ]

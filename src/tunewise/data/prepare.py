@@ -18,24 +18,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tunewise.data.readers import (
-    Example,
-    ExampleChecker,
-    Quarantined,
-    Row,
-    _id_prefix,
-    read_labeled_file,
-    read_records,
-)
+from tunewise.artifacts.data import DataSummary, Labels
+from tunewise.artifacts.rows import SPLITS, Example, Row
+from tunewise.data.readers import ExampleChecker, Quarantined, id_prefix, read_labeled_file, read_records
 from tunewise.data.splits import stratified_split
 from tunewise.errors import DataError
 from tunewise.recipe import DataConfig, DataFile, Recipe
-from tunewise.rundir import atomic_write_json, atomic_write_jsonl, sha256_file
+from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.tasks import task_for
 
-SPLITS = ("train", "validation", "test")
-LABELS_FILE = "labels.json"
 QUARANTINE_FILE = "quarantine.jsonl"
-SUMMARY_FILE = "summary.json"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
@@ -43,7 +35,7 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     """Run the data stage into the folder `out`. Returns a one-line summary."""
     cfg = recipe.data
     out = Path(out)
-    if recipe.causal:
+    if not task_for(recipe).has_labels:  # the readers differ: messages for causal LMs, labelled rows otherwise
         return _prepare_examples(recipe, out)
     quarantine: list[dict[str, Any]] = []
 
@@ -65,7 +57,7 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
     renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
 
-    atomic_write_json(out / LABELS_FILE, {"labels": labels, "derived": cfg.labels is None})
+    Labels(labels=labels, derived=cfg.labels is None).write(out)
     _write_splits(out, splits, _row_record, quarantine, _summary(cfg, splits, labels, quarantine, carved, renamed))
 
     sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
@@ -81,7 +73,7 @@ def _prepare_examples(recipe: Recipe, out: Path) -> str:
         data_file: DataFile | None = getattr(cfg, name)
         if data_file is None:
             continue
-        splits[name], problems = read_records(_source(data_file, name), example_checker(recipe, data_file, name),
+        splits[name], problems = read_records(source_name(data_file, name), example_checker(recipe, data_file, name),
                                               fmt=cfg.format, on_error=cfg.on_error,
                                               max_quarantine_fraction=cfg.max_quarantine_fraction)
         splits[name] = splits[name][:data_file.max_rows]
@@ -100,21 +92,16 @@ def example_checker(recipe: Recipe, data_file: DataFile, split: str) -> ExampleC
         recipe.task, prompt_field=cfg.prompt_field, prompt_template=cfg.prompt_template,
         completion_field=data_file.completion_field or cfg.completion_field, system_prompt=cfg.system_prompt,
         messages_field=cfg.messages_field, reference_fields=data_file.reference_fields,
-        slice_fields=cfg.slice_fields, id_prefix=_id_prefix(_source(data_file, split)))
+        slice_fields=cfg.slice_fields, id_prefix=id_prefix(source_name(data_file, split)))
 
 
 def _write_splits(out: Path, splits: dict[str, list[Any]], record, quarantine: list[dict[str, Any]],
-                  summary: dict[str, Any]) -> None:
+                  summary: DataSummary) -> None:
     for name in SPLITS:
         if name in splits:
             atomic_write_jsonl(out / f"{name}.jsonl", (record(row) for row in splits[name]))
     atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
-    atomic_write_json(out / SUMMARY_FILE, summary)
-
-
-def load_examples(folder: Path, split: str) -> list[Example]:
-    """Read back `{folder}/{split}.jsonl` of a generation or chat run, as written by prepare_data."""
-    return _read_back(folder, split, Example, "example")
+    summary.write(out)
 
 
 def _example_record(ex: Example) -> dict[str, Any]:
@@ -125,43 +112,6 @@ def data_files(recipe: Recipe) -> list[Path]:
     """The local input files of the data stage (for hashing); `hf:` datasets are skipped."""
     files = [getattr(recipe.data, name) for name in SPLITS]
     return [Path(f.path) for f in files if f is not None and not f.path.startswith("hf:")]
-
-
-def available_splits(folder: Path) -> list[str]:
-    """The splits the data stage wrote into `folder`, in train/validation/test order."""
-    return [name for name in SPLITS if (Path(folder) / f"{name}.jsonl").is_file()]
-
-
-def load_split(folder: Path, split: str) -> list[Row]:
-    """Read back `{folder}/{split}.jsonl` as written by prepare_data (classification)."""
-    return _read_back(folder, split, Row, "row")
-
-
-def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
-                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            try:
-                rows.append(record(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise DataError(f"{path}:{number}: not {'an' if what[0] in 'aeiou' else 'a'} {what} written by the "
-                                f"data stage ({exc}); the file was damaged: run the data stage again") from None
-    return rows
-
-
-def load_labels(folder: Path) -> list[str]:
-    """The label set, in order, as written by prepare_data."""
-    path = Path(folder) / LABELS_FILE
-    try:
-        return list(json.loads(path.read_text(encoding="utf-8"))["labels"])
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing; run the data stage first") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: damaged ({exc}); run the data stage again") from None
 
 
 def derive_labels(rows: list[Row]) -> list[str]:
@@ -201,12 +151,12 @@ def make_ids_unique(rows: list[Row]) -> int:
 def _read(cfg: DataConfig, data_file: DataFile, split: str, labels: list[str] | None,
           labels_from: str) -> tuple[list[Row], list[Quarantined]]:
     return read_labeled_file(
-        _source(data_file, split), fmt=cfg.format, text_field=cfg.text_field, label_field=cfg.label_field,
+        source_name(data_file, split), fmt=cfg.format, text_field=cfg.text_field, label_field=cfg.label_field,
         slice_fields=cfg.slice_fields, labels=labels, on_error=cfg.on_error,
         max_quarantine_fraction=cfg.max_quarantine_fraction, labels_from=labels_from)  # type: ignore[arg-type]
 
 
-def _source(data_file: DataFile, split: str) -> str:
+def source_name(data_file: DataFile, split: str) -> str:
     """`hf:NAME` without a split reads the split of the same name as the slot it fills."""
     path = data_file.path
     if path.startswith("hf:") and ":" not in path[3:]:
@@ -241,7 +191,7 @@ def _row_record(row: Row) -> dict[str, Any]:
 
 
 def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | None, quarantine: list[dict[str, Any]],
-             carved: dict[str, dict[str, Any]], renamed: dict[str, int]) -> dict[str, Any]:
+             carved: dict[str, dict[str, Any]], renamed: dict[str, int]) -> DataSummary:
     files = {name: _file_facts(f) for name in SPLITS if (f := getattr(cfg, name)) is not None}
     quarantined = Counter(q["split"] for q in quarantine)
     per_split = {}
@@ -253,21 +203,21 @@ def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | 
         per_split[name] = {
             "rows": len(splits[name]),
             "quarantined": quarantined[name],
-            **({"label_counts": {label: counts[label] for label in labels}} if labels is not None else {}),
+            "label_counts": {label: counts[label] for label in labels} if labels is not None else None,
             "duplicate_ids_renamed": renamed[name],
             "source_file": files[source]["path"],
             "sha256": files[source]["sha256"],
             "carved_from": "train" if name in carved else None,
         }
-    return {
-        "splits": per_split,
-        "files": files,
-        "carved": carved,
-        "labels": {"count": len(labels), "derived": cfg.labels is None} if labels is not None else None,
-        "on_error": cfg.on_error,
-        "max_quarantine_fraction": cfg.max_quarantine_fraction,
-        "quarantined_total": len(quarantine),
-    }
+    return DataSummary(
+        splits=per_split,
+        files=files,
+        carved=carved,
+        labels={"count": len(labels), "derived": cfg.labels is None} if labels is not None else None,
+        on_error=cfg.on_error,
+        max_quarantine_fraction=cfg.max_quarantine_fraction,
+        quarantined_total=len(quarantine),
+    )
 
 
 def _file_facts(data_file: DataFile) -> dict[str, Any]:

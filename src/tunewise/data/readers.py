@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from tunewise.artifacts.rows import Example, Row
 from tunewise.errors import DataError
+from tunewise.recipe import template_fields
 
 FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 FORMATS = ("jsonl", "csv", "tsv", "parquet")
@@ -32,47 +34,6 @@ PROBLEMS_SHOWN = 3
 UTF8_BOM = b"\xef\xbb\xbf"
 FAIL_HINT = " (set data.on_error=quarantine to set bad rows aside instead)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-@dataclass
-class Row:
-    id: str  # the file's own `id` value when present and non-empty, else "{file_stem}:{line}"
-    text: str
-    label: str  # always a string: integer labels 0/1 become "0"/"1"
-    meta: dict[str, Any]  # the configured slice_fields; missing or empty values are None
-    origin: str  # "path/to/file.jsonl:12"
-
-
-@dataclass
-class Example:
-    """One generation or chat example, as messages. A generation row becomes [system?, user(prompt),
-    assistant(completion)]; a chat row keeps its messages. Assistant messages may carry "weight": 0 (not trained)."""
-
-    id: str
-    messages: list[dict[str, Any]]
-    meta: dict[str, Any]
-    origin: str
-    references: list[str] = field(default_factory=list)  # further references for evaluation (generation)
-
-    @property
-    def label(self) -> str:
-        return ""  # causal examples have no class: splits treat them as one stratum
-
-    @property
-    def target(self) -> str:
-        """The last assistant message: what evaluation compares generations against."""
-        return next(m["content"] for m in reversed(self.messages) if m["role"] == "assistant")
-
-    @property
-    def prompt_messages(self) -> list[dict[str, Any]]:
-        """The messages before the last assistant turn: what the model is asked at evaluation time."""
-        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
-        return [{"role": m["role"], "content": m["content"]} for m in self.messages[:last]]
-
-    @property
-    def text(self) -> str:
-        """The input side as one string (non-assistant messages), for audits and drift."""
-        return "\n".join(m["content"] for m in self.messages if m["role"] != "assistant")
 
 
 @dataclass
@@ -116,7 +77,7 @@ def read_labeled_file(path: str | Path, *, fmt: str = "auto", text_field: str, l
     labels: the allowed label set (None allows any). labels_from says where that set came from, for the message
     about a row whose label is not in it: "declared" (data.labels) or "train" (derived from the training data).
     """
-    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, _id_prefix(str(path)))
+    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, id_prefix(str(path)))
     return read_records(path, checker, fmt=fmt, on_error=on_error, max_quarantine_fraction=max_quarantine_fraction)
 
 
@@ -156,7 +117,7 @@ def _check_totals(name: str, good: int, quarantined: list[Quarantined], max_frac
         raise DataError(f"{name}: none of its {total:,} rows is valid; first problems:\n  - {first}")
 
 
-def _id_prefix(name: str) -> str:
+def id_prefix(name: str) -> str:
     if name.startswith("hf:"):
         return name[3:]
     return Path(name).stem
@@ -380,28 +341,6 @@ class ExampleChecker:
             raise BadRow(f"ends with a {messages[-1]['role']} message; expected the last message to be the "
                          f"assistant's reply", field_name)
         return messages
-
-
-def template_fields(template: str) -> list[str]:
-    """The column names a prompt template reads, in order; ValueError naming the problem when it is malformed."""
-    import string
-
-    try:
-        parsed = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise ValueError(f"is not a valid format string ({exc}); write columns as {{name}} and literal braces "
-                         f"as {{{{ and }}}}") from None
-    names = []
-    for _, name, _, _ in parsed:
-        if name is None:
-            continue
-        if not name or not name.isidentifier():
-            raise ValueError(f"has the placeholder {{{name}}}; expected column names such as {{dialogue}} "
-                             f"(positional {{}} and attribute/index access are not allowed)")
-        names.append(name)
-    if not names:
-        raise ValueError("names no column; expected at least one placeholder such as {text}")
-    return list(dict.fromkeys(names))
 
 
 def _check_unicode(value: str, field: str) -> None:

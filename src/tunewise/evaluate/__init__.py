@@ -1,13 +1,28 @@
-"""Stage 3: evaluation with confidence intervals against baselines. Reads data/ and model/, writes eval/."""
+"""The evaluate stage: score the fine-tuned model and its baselines on the test split, with bootstrap CIs.
+Reads data/ and model/, writes eval/.
 
-from tunewise.rundir import RunDir, StageOutcome
+Scoring is task-specific (class probabilities and calibration against generated text and overlap metrics); the
+implementation is looked up by `task.family` below, the one place this stage distinguishes tasks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunewise.rundir import RunDir, StageOutcome
+    from tunewise.stages import RunOptions
+
+EVALUATORS = {"classifier": "tunewise.evaluate.classification:evaluate_classifier",
+              "causal_lm": "tunewise.evaluate.generation:evaluate_generation"}
 
 
-def evaluate(rd: RunDir, *, force: bool = False) -> StageOutcome:
-    from tunewise.evaluate.classification import evaluate_classifier
-    from tunewise.evaluate.generation import evaluate_generation
+def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
+    import importlib
 
-    evaluate_fn = evaluate_generation if rd.recipe.causal else evaluate_classifier
+    from tunewise.tasks import task_for
+
+    module, _, func = EVALUATORS[task_for(rd.recipe).family].partition(":")
+    evaluate_fn = getattr(importlib.import_module(module), func)
     return rd.run_stage("evaluate", lambda out: evaluate_fn(rd.recipe, rd.stage_dir("data"), rd.stage_dir("train"),
-                                                            out),
-                        upstream=["data", "train"], force=force)
+                                                            out), force=options.force)

@@ -17,25 +17,18 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import tunewise
-from tunewise.data.prepare import load_labels, load_split
+from tunewise.artifacts.metrics import ClassificationMetrics
+from tunewise.artifacts.rows import load_labels
 from tunewise.errors import RunDirError
 from tunewise.evaluate import baselines as baseline_models
 from tunewise.evaluate.calibration import brier_score, expected_calibration_error
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap, signature
 from tunewise.hardware import choose_placement
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_json, atomic_write_jsonl, sha256_file
-from tunewise.tasks.classification import load_model, load_tokenizer, predict_proba
+from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.tasks import task_for
 
 HEADLINE_METRICS = ("accuracy", "macro_f1")
-
-
-def _prediction_rows(rows, labels: list[str], probs: np.ndarray) -> list[dict[str, Any]]:
-    preds = probs.argmax(1)
-    return [{"id": r.id, "text": r.text, "label": r.label, "pred": labels[p], "correct": r.label == labels[p],
-             "confidence": round(float(pr[p]), 6), "probs": {lab: round(float(x), 6) for lab, x in zip(labels, pr)},
-             "meta": r.meta, "origin": r.origin}
-            for r, p, pr in zip(rows, preds, probs)]
 
 
 def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Recipe) -> dict[str, Any]:
@@ -73,22 +66,25 @@ def slice_accuracy(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, field
 
 
 def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
+    task = task_for(recipe)
     labels = load_labels(data_dir)
     label2id = {label: i for i, label in enumerate(labels)}
-    test_rows = load_split(data_dir, "test")
-    train_rows = load_split(data_dir, "train")
+    test_rows = task.read_split(data_dir, "test")
+    n_test = len(test_rows)
+    if recipe.evaluate.max_examples is not None:
+        test_rows = test_rows[:recipe.evaluate.max_examples]
+    train_rows = task.read_split(data_dir, "train")
     y = np.array([label2id[r.label] for r in test_rows])
     k = len(labels)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
 
-    model = load_model(model_dir)
-    tokenizer = load_tokenizer(model_dir)
+    model = task.load_model(model_dir)
+    tokenizer = task.load_tokenizer(model_dir)
     if [model.config.id2label[i] for i in range(k)] != labels:
         raise RunDirError(f"{model_dir}: the model's label order differs from data/labels.json; rerun `tunewise train`")
     systems: dict[str, np.ndarray] = {
-        "fine_tuned": predict_proba(model, tokenizer, [r.text for r in test_rows], max_length=recipe.model.max_length,
-                                    batch_size=recipe.train.eval_batch_size, placement=placement, progress=True)}
-    atomic_write_jsonl(out / "predictions.jsonl", _prediction_rows(test_rows, labels, systems["fine_tuned"]))
+        "fine_tuned": task.predict(model, tokenizer, test_rows, recipe, placement, progress=True)}
+    atomic_write_jsonl(out / "predictions.jsonl", task.prediction_rows(test_rows, systems["fine_tuned"], labels=labels))
 
     train_y = np.array([label2id[r.label] for r in train_rows])
     from tqdm.auto import tqdm
@@ -97,7 +93,7 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
         probs = baseline_models.fit_predict_proba(name, [r.text for r in train_rows], train_y,
                                                   [r.text for r in test_rows], n_classes=k, seed=recipe.seed)
         systems[name] = probs
-        atomic_write_jsonl(out / f"predictions_{name}.jsonl", _prediction_rows(test_rows, labels, probs))
+        atomic_write_jsonl(out / f"predictions_{name}.jsonl", task.prediction_rows(test_rows, probs, labels=labels))
 
     cfg = recipe.evaluate
     models = {}
@@ -119,19 +115,21 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     per_class = {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for lab, p, r, f, s in zip(labels, prec, rec, f1, support)}
     test_file = data_dir / "test.jsonl"
+    subset = {"scored": len(test_rows)} if len(test_rows) < n_test else {}  # evaluate.max_examples
     sig = signature(tunewise=tunewise.__version__, task="classification", boot="percentile",
                     n=cfg.bootstrap_samples, conf=cfg.confidence, seed=recipe.seed,
-                    test=f"sha256={sha256_file(test_file)[:12]}", model=recipe.model.base,
+                    test=f"sha256={sha256_file(test_file)[:12]}", **subset, model=recipe.model.base,
                     sklearn=metadata.version("scikit-learn"), scipy=metadata.version("scipy"))
-    metrics = {"task": "classification", "n_test": len(test_rows), "labels": labels, "signature": sig,
-               "models": models, "comparisons": comparisons, "per_class": per_class,
-               "slices": slice_accuracy(test_rows, y, ft_pred, k, recipe.data.slice_fields, recipe),
-               "confusion_matrix": confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()}
-    atomic_write_json(out / "metrics.json", metrics)
+    ClassificationMetrics(
+        task=recipe.task, n_test=n_test, n_scored=len(test_rows), labels=labels, signature=sig,
+        models=models, comparisons=comparisons, per_class=per_class,
+        slices=slice_accuracy(test_rows, y, ft_pred, k, recipe.data.slice_fields, recipe),
+        confusion_matrix=confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()).write(out)
 
     acc = models["fine_tuned"]["metrics"]["accuracy"]
     f1m = models["fine_tuned"]["metrics"]["macro_f1"]
-    lines = [f"evaluate: {len(test_rows):,} test rows · accuracy {acc['value']:.4f} "
+    scored = f"{len(test_rows):,} of {n_test:,}" if len(test_rows) < n_test else f"{n_test:,}"
+    lines = [f"evaluate: {scored} test rows · accuracy {acc['value']:.4f} "
              f"[{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] · macro-F1 {f1m['value']:.4f} "
              f"[{f1m['ci_low']:.4f}, {f1m['ci_high']:.4f}] ({cfg.confidence:.0%} bootstrap CI)"]
     for c in comparisons:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 import tunewise
-from tunewise.data.prepare import load_examples
-from tunewise.data.readers import Example
+from tunewise.artifacts.metrics import GenerationMetrics
+from tunewise.artifacts.rows import Example
 from tunewise.evaluate.stats import signature
 from tunewise.evaluate.text_metrics import (
     compare_stats,
@@ -30,106 +30,11 @@ from tunewise.evaluate.text_metrics import (
 from tunewise.hardware import Placement, choose_placement
 from tunewise.models import resolve_base_model
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_json, atomic_write_jsonl, sha256_file
-from tunewise.tasks.causal import has_chat_template, load_causal_lm, load_tokenizer, prompt_text
+from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.tasks import task_for
+from tunewise.tasks.causal import for_inference, has_chat_template, load_finetuned, references_of
 
 MISSING_SLICE_VALUE = "(missing)"
-
-
-def load_finetuned(model_dir: Path, base_path: Path, placement: Placement):
-    """The fine-tuned model as one plain module: LoRA adapters are merged in memory (faster generation)."""
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base = load_causal_lm(base_path)
-        model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
-    else:
-        model = load_causal_lm(model_dir)
-    return _for_inference(model, placement)
-
-
-def _for_inference(model, placement: Placement):
-    model.eval()
-    if placement.precision == "bf16":
-        model = model.to(torch.bfloat16)
-    return model.to(placement.device)
-
-
-def prompt_ids(tok, example: Example, max_prompt: int) -> list[int]:
-    """Token ids of the generation prompt; when too long, the end of the last prompt message is cut (as in
-    training), so the instruction at the start and the template's reply header survive."""
-    text = prompt_text(tok, example)
-    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = enc["input_ids"]
-    if len(ids) <= max_prompt:
-        return ids
-    last = next(m["content"] for m in reversed(example.prompt_messages))
-    end_char = text.rfind(last) + len(last)
-    end = next((i for i, (a, _) in enumerate(enc["offset_mapping"]) if a >= end_char), len(ids))
-    over = len(ids) - max_prompt
-    start = max(end - over, 1)
-    ids = ids[:start] + ids[end:]
-    return ids[-max_prompt:]
-
-
-@torch.inference_mode()
-def generate(model, tok, examples: list[Example], *, recipe: Recipe, placement: Placement,
-             desc: str = "generating") -> tuple[list[str], dict[str, float]]:
-    """Batched generation with left padding and the KV cache, longest prompts first; outputs in input order."""
-    from tqdm.auto import tqdm
-
-    cfg = recipe.evaluate
-    max_prompt = max(recipe.model.max_length - cfg.max_new_tokens, 16)
-    prompts = [prompt_ids(tok, ex, max_prompt) for ex in examples]
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
-    new_tokens = 0
-    t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
-                              "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
-    if cfg.do_sample:
-        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
-        torch.manual_seed(recipe.seed)
-    else:
-        kwargs.update(temperature=None, top_p=None, top_k=None)
-    bar = tqdm(total=len(prompts), desc=desc, unit="ex", leave=False)
-    for s in range(0, len(order), cfg.generation_batch_size):
-        idx = order[s:s + cfg.generation_batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
-            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-            mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(input_ids=ids.to(placement.device), attention_mask=mask.to(placement.device),
-                             **kwargs)
-        for row, i in enumerate(idx):
-            gen = out[row, width:].tolist()
-            if tok.eos_token_id in gen:
-                gen = gen[:gen.index(tok.eos_token_id)]
-            gen = [t for t in gen if t != tok.pad_token_id]
-            new_tokens += len(gen)
-            outputs[i] = tok.decode(gen, skip_special_tokens=True).strip()
-        bar.update(len(idx))
-    bar.close()
-    seconds = time.perf_counter() - t0
-    return outputs, {"seconds": round(seconds, 2), "new_tokens": new_tokens,
-                     "new_tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}
-
-
-def _references(ex: Example) -> list[str]:
-    return [ex.target, *ex.references]
-
-
-def _prediction_rows(examples: list[Example], outputs: list[str],
-                     per_example: list[dict[str, float]]) -> list[dict[str, Any]]:
-    rows = []
-    for ex, out, scores in zip(examples, outputs, per_example):
-        prompt = ex.prompt_messages[-1]["content"] if ex.prompt_messages else ""
-        rows.append({"id": ex.id, "prompt": prompt, "reference": ex.target, "references": _references(ex),
-                     "prediction": out, **{k: round(float(v), 6) for k, v in scores.items()},
-                     "meta": ex.meta, "origin": ex.origin})
-    return rows
 
 
 def slice_scores(examples: list[Example], per_example: list[dict[str, float]], fields: list[str],
@@ -161,14 +66,15 @@ def slice_scores(examples: list[Example], per_example: list[dict[str, float]], f
 
 def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
     cfg = recipe.evaluate
+    task = task_for(recipe)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
-    test = load_examples(data_dir, "test")
+    test = task.read_split(data_dir, "test")
     n_test = len(test)
     if cfg.max_examples is not None:
         test = test[:cfg.max_examples]
     base = resolve_base_model(recipe.model.base)
-    tok = load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base.path)
-    references = [_references(ex) for ex in test]
+    tok = task.load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base.path)
+    references = [references_of(ex) for ex in test]
     metric_names = list(cfg.metrics)
     sentence = [m for m in ("chrf", "rougeL") if m in metric_names or (m == "rougeL" and "rouge" in metric_names)]
 
@@ -176,14 +82,14 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     speed: dict[str, dict[str, float]] = {}
     torch.manual_seed(recipe.seed)
     model = load_finetuned(model_dir, base.path, placement)
-    systems["fine_tuned"], speed["fine_tuned"] = generate(model, tok, test, recipe=recipe, placement=placement,
-                                                          desc="generating (fine-tuned)")
+    systems["fine_tuned"], speed["fine_tuned"] = task.predict(model, tok, test, recipe, placement,
+                                                              desc="generating (fine-tuned)")
     del model
     baselines = cfg.baselines_for(recipe.task)
     if "base_model" in baselines:
-        model = _for_inference(load_causal_lm(base.path), placement)
-        systems["base_model"], speed["base_model"] = generate(model, tok, test, recipe=recipe, placement=placement,
-                                                              desc="generating (base model)")
+        model = for_inference(task.load_model(base.path), placement)
+        systems["base_model"], speed["base_model"] = task.predict(model, tok, test, recipe, placement,
+                                                                  desc="generating (base model)")
         del model
 
     method = recipe.model.finetune_method(recipe.task)
@@ -194,7 +100,7 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     for name, outputs in systems.items():
         per_example = [{k: scores[k] for k in sentence} for scores in stats[name].per_example()]
         file = "predictions.jsonl" if name == "fine_tuned" else f"predictions_{name}.jsonl"
-        atomic_write_jsonl(out / file, _prediction_rows(test, outputs, per_example))
+        atomic_write_jsonl(out / file, task.prediction_rows(test, outputs, per_example=per_example))
         desc = (f"{recipe.model.base} fine-tuned ({method}" + (f" r{recipe.model.lora_r}" if method == "lora" else "")
                 + f", {placement.precision})" if name == "fine_tuned"
                 else f"{recipe.model.base} zero-shot on the same prompts")
@@ -216,7 +122,7 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
                     max_new=cfg.max_new_tokens, sacrebleu=metadata.version("sacrebleu"),
                     rouge_score=metadata.version("rouge-score"))
     slice_metric = "rougeL" if "rougeL" in sentence else (sentence[0] if sentence else None)
-    metrics = {
+    metrics = GenerationMetrics(**{
         "task": recipe.task, "n_test": n_test, "n_scored": len(test), "signature": sig,
         "text_metric_signatures": text_metric_signatures(metric_names, n_refs=n_refs.pop() if len(n_refs) == 1 else None),
         "generation": {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
@@ -226,19 +132,19 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
         "models": models, "comparisons": comparisons,
         "slices": (slice_scores(test, ft_per_example, recipe.data.slice_fields, slice_metric, recipe)
                    if slice_metric else {}),
-    }
-    atomic_write_json(out / "metrics.json", metrics)
+    })
+    metrics.write(out)
     return _summary_line(metrics, cfg.confidence)
 
 
-def _summary_line(metrics: dict[str, Any], confidence: float) -> str:
-    ft = metrics["models"]["fine_tuned"]["metrics"]
+def _summary_line(metrics: GenerationMetrics, confidence: float) -> str:
+    ft = metrics.fine_tuned().metrics
     shown = [m for m in ("rougeL", "bleu", "chrf") if m in ft]
-    parts = [f"{m} {ft[m]['value']:.4g} [{ft[m]['ci_low']:.4g}, {ft[m]['ci_high']:.4g}]" for m in shown]
-    lines = [f"evaluate: {metrics['n_scored']:,} test examples · " + " · ".join(parts)
+    parts = [f"{m} {ft[m].value:.4g} [{ft[m].ci_low:.4g}, {ft[m].ci_high:.4g}]" for m in shown]
+    lines = [f"evaluate: {metrics.n_scored:,} test examples · " + " · ".join(parts)
              + f" ({confidence:.0%} bootstrap CI)"]
-    for c in metrics["comparisons"]:
-        if c["metric"] in shown:
-            lines.append(f"  vs {c['baseline']} {c['metric']}: {c['diff']:+.4g} [{c['ci_low']:+.4g}, "
-                         f"{c['ci_high']:+.4g}], p={c['p_value']:.3g}")
+    for c in metrics.comparisons:
+        if c.metric in shown:
+            lines.append(f"  vs {c.baseline} {c.metric}: {c.diff:+.4g} [{c.ci_low:+.4g}, "
+                         f"{c.ci_high:+.4g}], p={c.p_value:.3g}")
     return "\n".join(lines)

@@ -32,13 +32,13 @@ _MAX_BATCH_ELEMENTS = 4_000_000
 # input checks (done once per public call, not inside the hot bootstrap loop)
 
 
-def _check_int(value, name: str, func: str, minimum: int) -> int:
+def check_int(value, name: str, func: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"The '{name}' parameter of {func} must be an int >= {minimum}; got {value!r}.")
     return int(value)
 
 
-def _check_confidence(value, func: str) -> float:
+def check_confidence(value, func: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0.0 < float(value) < 1.0:
         raise ValueError(f"The 'confidence' parameter of {func} must be a float in (0, 1); got {value!r}.")
     return float(value)
@@ -123,7 +123,7 @@ def accuracy(y_true, y_pred, n_classes: int | None = None):
     has the same call signature.
     """
     if n_classes is not None:
-        n_classes = _check_int(n_classes, "n_classes", "accuracy", 1)
+        n_classes = check_int(n_classes, "n_classes", "accuracy", 1)
     t, p = _check_pair(y_true, y_pred, "accuracy", n_classes, batched=True)
     return _as_output(_accuracy(t, p))
 
@@ -134,7 +134,7 @@ def macro_f1(y_true, y_pred, n_classes: int):
     Equals sklearn `f1_score(average="macro")` on each row (whose default labels are the union of the
     classes present), computed with bincount so a (B, n) batch of bootstrap resamples costs one pass.
     """
-    n_classes = _check_int(n_classes, "n_classes", "macro_f1", 1)
+    n_classes = check_int(n_classes, "n_classes", "macro_f1", 1)
     t, p = _check_pair(y_true, y_pred, "macro_f1", n_classes, batched=True)
     return _as_output(_macro_f1(t, p, n_classes))
 
@@ -152,14 +152,14 @@ def _check_common(func: str, metric: str, n_classes, n_resamples, confidence, se
         raise ValueError(
             f"The 'metric' parameter of {func} must be one of {sorted(_KERNELS)}; got {metric!r}."
         )
-    n_classes = _check_int(n_classes, "n_classes", func, 1)
-    n_resamples = _check_int(n_resamples, "n_resamples", func, 100)
-    confidence = _check_confidence(confidence, func)
-    seed = _check_int(seed, "seed", func, 0)
+    n_classes = check_int(n_classes, "n_classes", func, 1)
+    n_resamples = check_int(n_resamples, "n_resamples", func, 100)
+    confidence = check_confidence(confidence, func)
+    seed = check_int(seed, "seed", func, 0)
     return n_classes, n_resamples, confidence, seed
 
 
-def _batch_size(n: int, n_resamples: int) -> int:
+def bootstrap_batch_size(n: int, n_resamples: int) -> int:
     return max(1, min(n_resamples, _MAX_BATCH_ELEMENTS // max(n, 1)))
 
 
@@ -177,14 +177,14 @@ def _run_bootstrap(data: tuple, statistic: Callable, n_resamples: int, confidenc
             vectorized=True,
             method="percentile",
             n_resamples=n_resamples,
-            batch=_batch_size(len(data[0]), n_resamples),
+            batch=bootstrap_batch_size(len(data[0]), n_resamples),
             confidence_level=confidence,
             rng=np.random.default_rng(seed),
         )
     return float(res.confidence_interval.low), float(res.confidence_interval.high), res.bootstrap_distribution
 
 
-def _finite_or(x: float, fallback: float) -> float:
+def finite_or(x: float, fallback: float) -> float:
     return float(x) if np.isfinite(x) else float(fallback)
 
 
@@ -219,8 +219,8 @@ def bootstrap_ci(
         low = high = value
     return {
         "value": value,
-        "ci_low": _finite_or(low, value),
-        "ci_high": _finite_or(high, value),
+        "ci_low": finite_or(low, value),
+        "ci_high": finite_or(high, value),
         "n_resamples": n_resamples,
         "confidence": confidence,
         "method": "percentile",
@@ -275,8 +275,8 @@ def paired_bootstrap(
     p_value = float(np.clip(2.0 * other_side / len(dist), 1.0 / (n_resamples + 1), 1.0))
     return {
         "diff": diff,
-        "ci_low": _finite_or(low, diff),
-        "ci_high": _finite_or(high, diff),
+        "ci_low": finite_or(low, diff),
+        "ci_high": finite_or(high, diff),
         "p_value": p_value,
         "n_resamples": n_resamples,
         "confidence": confidence,

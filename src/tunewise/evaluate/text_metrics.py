@@ -48,7 +48,7 @@ from rouge_score import rouge_scorer, tokenize, tokenizers
 from sacrebleu.metrics import BLEU, CHRF
 from scipy import stats as _sstats
 
-from tunewise.evaluate.stats import _batch_size, _check_confidence, _check_int, _finite_or
+from tunewise.evaluate.stats import bootstrap_batch_size, check_confidence, check_int, finite_or
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -178,8 +178,8 @@ def _check_metrics(value, func: str) -> tuple[str, ...]:
 
 
 def _check_bootstrap_args(func: str, n_resamples, confidence, seed) -> tuple[int, float, int]:
-    return (_check_int(n_resamples, "n_resamples", func, 100), _check_confidence(confidence, func),
-            _check_int(seed, "seed", func, 0))
+    return (check_int(n_resamples, "n_resamples", func, 100), check_confidence(confidence, func),
+            check_int(seed, "seed", func, 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def _run_bootstrap(n: int, statistic: Callable[[np.ndarray], np.ndarray], n_resa
             vectorized=True,
             method="percentile",
             n_resamples=n_resamples,
-            batch=_batch_size(n, n_resamples),
+            batch=bootstrap_batch_size(n, n_resamples),
             confidence_level=confidence,
             rng=np.random.default_rng(seed),
         )
@@ -387,7 +387,7 @@ def score_stats(stats: TextStats, *, n_resamples: int = 1000, confidence: float 
     for k, name in enumerate(stats.scores):
         value = values[name]
         lo, hi = (value, value) if np.ptp(dist[k]) == 0 else (low[k], high[k])
-        out[name] = {"value": value, "ci_low": _finite_or(lo, value), "ci_high": _finite_or(hi, value),
+        out[name] = {"value": value, "ci_low": finite_or(lo, value), "ci_high": finite_or(hi, value),
                      "n_resamples": n_resamples, "confidence": confidence, "method": "percentile"}
     return out
 
@@ -432,8 +432,8 @@ def compare_stats(stats_a: TextStats, stats_b: TextStats, *, n_resamples: int = 
         else:
             other_side = d.size
         p_value = float(np.clip(2.0 * other_side / d.size, 1.0 / (n_resamples + 1), 1.0))
-        out.append({"metric": name, "diff": float(diff), "ci_low": _finite_or(lo, diff),
-                    "ci_high": _finite_or(hi, diff), "p_value": p_value, "n_resamples": n_resamples,
+        out.append({"metric": name, "diff": float(diff), "ci_low": finite_or(lo, diff),
+                    "ci_high": finite_or(hi, diff), "p_value": p_value, "n_resamples": n_resamples,
                     "confidence": confidence})
     return out
 
@@ -513,7 +513,7 @@ def text_metric_signatures(metrics: Sequence[str] = DEFAULT_METRICS, *, n_refs: 
     func = "text_metric_signatures"
     scores = _check_metrics(metrics, func)
     if n_refs is not None:
-        n_refs = _check_int(n_refs, "n_refs", func, 1)
+        n_refs = check_int(n_refs, "n_refs", func, 1)
     num_refs = -1 if n_refs is None else n_refs
     out: dict[str, str] = {}
 

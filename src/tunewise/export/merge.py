@@ -1,4 +1,4 @@
-"""The export stage: a standalone Hugging Face folder (safetensors) that plain transformers, and so vLLM, loads.
+"""The export: a standalone Hugging Face folder (safetensors) that plain transformers, and so vLLM, loads.
 
 Reads model/ (and the base model for LoRA); writes export/:
   config.json, model.safetensors, generation_config.json, tokenizer files   the merged model
@@ -7,14 +7,15 @@ Reads model/ (and the base model for LoRA); writes export/:
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+from tunewise.artifacts.export import ExportRecord
 from tunewise.errors import RunDirError
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_json, sha256_file
+from tunewise.rundir import sha256_file
+from tunewise.tasks import task_for
 
 MODEL_FILES = (".json", ".safetensors", ".txt", ".model", ".jinja")
 SKIP = {"train_summary.json", "train_log.jsonl", "adapter_config.json", "adapter_model.safetensors"}
@@ -26,16 +27,12 @@ def export_model(recipe: Recipe, base: ResolvedModel, model_dir: Path, out: Path
     if not adapter and not (model_dir / "config.json").is_file():
         raise RunDirError(f"{model_dir}: no trained model here (neither config.json nor adapter_config.json); "
                           f"run the train stage first")
+    task = task_for(recipe)
     if adapter and merge:
         from peft import PeftModel
 
-        if recipe.causal:
-            from tunewise.tasks.causal import load_causal_lm, load_tokenizer
-
-            model = PeftModel.from_pretrained(load_causal_lm(base.path), model_dir).merge_and_unload()
-            tokenizer = load_tokenizer(model_dir)
-        else:  # pragma: no cover - classification trains fully today
-            raise RunDirError("LoRA export is only implemented for causal LMs")
+        model = PeftModel.from_pretrained(task.load_model(base.path), model_dir).merge_and_unload()
+        tokenizer = task.load_tokenizer(model_dir)
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -52,12 +49,10 @@ def export_model(recipe: Recipe, base: ResolvedModel, model_dir: Path, out: Path
             if f.is_file() and f.suffix in MODEL_FILES and f.name not in SKIP:
                 shutil.copy2(f, out / f.name)
         how = "fully fine-tuned weights, copied"
-    record = {"how": how, "merged": bool(adapter and merge), "task": recipe.task,
-              "base_model": recipe.model.base, "base_model_hub_id": base.hub_id,
-              "files": {f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()},
-              "load_with": "transformers.AutoModelForCausalLM.from_pretrained(path)" if recipe.causal
-              else "transformers.AutoModelForSequenceClassification.from_pretrained(path)"}
-    atomic_write_json(out / "EXPORT.json", record)
+    ExportRecord(how=how, merged=bool(adapter and merge), task=recipe.task,
+                 base_model=recipe.model.base, base_model_hub_id=base.hub_id,
+                 files={f.name: sha256_file(f) for f in sorted(out.iterdir()) if f.is_file()},
+                 load_with=f"transformers.{task.auto_class}.from_pretrained(path)").write(out)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
     return f"export: {how} -> {out} ({size:,.0f} MB, safetensors)"
 
@@ -68,5 +63,5 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
-def read_export_record(folder: Path) -> dict:
-    return json.loads((folder / "EXPORT.json").read_text(encoding="utf-8"))
+def read_export_record(folder: Path) -> ExportRecord:
+    return ExportRecord.read(Path(folder) / ExportRecord.FILE)

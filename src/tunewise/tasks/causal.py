@@ -9,14 +9,19 @@ EOS always closes a trained span (appended when the template does not end turns 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tunewise.data.readers import Example
+from tunewise.artifacts.rows import Example
 from tunewise.errors import ModelError
+
+if TYPE_CHECKING:
+    from tunewise.hardware import Placement
+    from tunewise.recipe import Recipe
 
 IGNORE = -100
 
@@ -226,44 +231,6 @@ def mask_segments(tok, e: Encoded) -> list[list]:
     return segments
 
 
-def mask_preview(recipe_path, overrides: list[str], *, n: int = 3, split: str = "train",
-                 style: str = "plain") -> list[str]:
-    """Blocks of text for `tunewise data show-mask`: the first n examples of a split with trained tokens marked."""
-    from tunewise.data.prepare import _source, example_checker
-    from tunewise.data.readers import read_records
-    from tunewise.errors import RecipeError
-    from tunewise.models import resolve_base_model
-    from tunewise.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path, overrides)
-    if not recipe.causal:
-        raise RecipeError(f"{recipe_path}: task '{recipe.task}' has no loss mask; show-mask is for generation and "
-                          f"chat recipes")
-    data_file = getattr(recipe.data, split, None) if split in ("train", "validation", "test") else None
-    if data_file is None:
-        raise RecipeError(f"{recipe_path}: the recipe has no data.{split} file; use --split train")
-    source = _source(data_file, split)
-    examples, bad = read_records(source, example_checker(recipe, data_file, split), fmt=recipe.data.format,
-                                 on_error="quarantine", max_quarantine_fraction=1.0)
-    tok = load_tokenizer(resolve_base_model(recipe.model.base).path)
-    on, off = MASK_MARKS[style]
-    blocks = [f"{recipe.task} examples from {source} with model {recipe.model.base}: tokens between {on}{off} "
-              f"carry loss; everything else is context (max_length {recipe.model.max_length}, "
-              f"truncation {recipe.model.truncation})."]
-    if bad:
-        blocks.append(f"({len(bad)} rows of this file are invalid and not shown; first: {bad[0].message})")
-    for ex in examples[:n]:
-        try:
-            e = encode(tok, ex, task=recipe.task, max_length=recipe.model.max_length, truncation=recipe.model.truncation)
-            shown = show_mask(tok, e, style=style)
-            cut = f", {e.truncated} prompt tokens cut" if e.truncated else ""
-            head = f"── {ex.origin} · {len(e.input_ids)} tokens, {e.trained_tokens} trained{cut} ──"
-        except (TooLong, TemplateError) as exc:
-            shown, head = f"(not trainable: {exc})", f"── {ex.origin} ──"
-        blocks.append(f"{head}\n{shown}")
-    return blocks
-
-
 # ---------------------------------------------------------------- packing and collation
 
 
@@ -342,3 +309,182 @@ class CausalCollator:
 
 def as_features(encoded: list[Encoded]) -> list[dict[str, list[int]]]:
     return [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+
+
+# ---------------------------------------------------------------- inference
+
+
+def load_finetuned(model_dir: Path, base_path: Path, placement: Placement):
+    """The fine-tuned model as one plain module: LoRA adapters are merged in memory (faster generation)."""
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_causal_lm(base_path)
+        model = PeftModel.from_pretrained(base, model_dir).merge_and_unload()
+    else:
+        model = load_causal_lm(model_dir)
+    return for_inference(model, placement)
+
+
+def for_inference(model, placement: Placement):
+    model.eval()
+    if placement.precision == "bf16":
+        model = model.to(torch.bfloat16)
+    return model.to(placement.device)
+
+
+def prompt_ids(tok, example: Example, max_prompt: int) -> list[int]:
+    """Token ids of the generation prompt; when too long, the end of the last prompt message is cut (as in
+    training), so the instruction at the start and the template's reply header survive."""
+    text = prompt_text(tok, example)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    if len(ids) <= max_prompt:
+        return ids
+    last = next(m["content"] for m in reversed(example.prompt_messages))
+    end_char = text.rfind(last) + len(last)
+    end = next((i for i, (a, _) in enumerate(enc["offset_mapping"]) if a >= end_char), len(ids))
+    over = len(ids) - max_prompt
+    start = max(end - over, 1)
+    ids = ids[:start] + ids[end:]
+    return ids[-max_prompt:]
+
+
+@torch.inference_mode()
+def generate(model, tok, examples: list[Example], *, recipe: Recipe, placement: Placement,
+             desc: str = "generating") -> tuple[list[str], dict[str, float]]:
+    """Batched generation with left padding and the KV cache, longest prompts first; outputs in input order.
+    Decoding settings come from the recipe's `evaluate` section."""
+    from tqdm.auto import tqdm
+
+    cfg = recipe.evaluate
+    max_prompt = max(recipe.model.max_length - cfg.max_new_tokens, 16)
+    prompts = [prompt_ids(tok, ex, max_prompt) for ex in examples]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    new_tokens = 0
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens, "do_sample": cfg.do_sample,
+                              "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id}
+    if cfg.do_sample:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
+        torch.manual_seed(recipe.seed)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    bar = tqdm(total=len(prompts), desc=desc, unit="ex", leave=False)
+    for s in range(0, len(order), cfg.generation_batch_size):
+        idx = order[s:s + cfg.generation_batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
+            ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+            mask[row, width - len(prompts[i]):] = 1
+        out = model.generate(input_ids=ids.to(placement.device), attention_mask=mask.to(placement.device),
+                             **kwargs)
+        for row, i in enumerate(idx):
+            gen = out[row, width:].tolist()
+            if tok.eos_token_id in gen:
+                gen = gen[:gen.index(tok.eos_token_id)]
+            gen = [t for t in gen if t != tok.pad_token_id]
+            new_tokens += len(gen)
+            outputs[i] = tok.decode(gen, skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return outputs, {"seconds": round(seconds, 2), "new_tokens": new_tokens,
+                     "new_tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}
+
+
+def references_of(ex: Example) -> list[str]:
+    return [ex.target, *ex.references]
+
+
+def prediction_rows(examples: list[Example], outputs: list[str],
+                     per_example: list[dict[str, float]]) -> list[dict[str, Any]]:
+    rows = []
+    for ex, out, scores in zip(examples, outputs, per_example):
+        prompt = ex.prompt_messages[-1]["content"] if ex.prompt_messages else ""
+        rows.append({"id": ex.id, "prompt": prompt, "reference": ex.target, "references": references_of(ex),
+                     "prediction": out, **{k: round(float(v), 6) for k, v in scores.items()},
+                     "meta": ex.meta, "origin": ex.origin})
+    return rows
+
+
+class CausalLMTask:
+    """generation and chat on a causal LM trained on messages (tunewise.tasks.Task)."""
+
+    family = "causal_lm"
+    has_labels = False
+    has_prompts = True
+    export_in_run = True  # a merged standalone folder is what plain transformers and vLLM serve
+    auto_class = "AutoModelForCausalLM"  # the transformers class that loads the fine-tuned folder
+    pipeline_tag = "text-generation"
+    baseline_choices = ("base_model",)  # the baselines evaluate.baselines may name
+    card_sections = ("generation",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def default_finetune(self) -> str:
+        return "lora"
+
+    def default_baselines(self) -> list[str]:
+        return ["base_model"]
+
+    def best_metric(self) -> str:
+        return "loss"
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        return ("rougeL", "bleu", "chrf")
+
+    def read_split(self, data_dir: Path, split: str) -> list[Example]:
+        from tunewise.artifacts.rows import load_examples
+
+        return load_examples(data_dir, split)
+
+    def sides(self, record: dict[str, Any]):
+        from tunewise.tasks import TextSides
+
+        messages = record["messages"]
+        prompt = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
+        target = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
+        return TextSides(prompt, target, "\n".join(m["content"] for m in messages))
+
+    def input_text(self, row: Example) -> str:
+        return row.text
+
+    def load_tokenizer(self, path: Path):
+        return load_tokenizer(path)
+
+    def load_model(self, path: Path, **kwargs):
+        return load_causal_lm(path, **kwargs)
+
+    def encode(self, tokenizer, rows, recipe: "Recipe", *, split: str):
+        """(encoded examples, quarantine records of those that could not be encoded)."""
+        return encode_all(tokenizer, list(rows), task=self.name, max_length=recipe.model.max_length,
+                          truncation=recipe.model.truncation, split=split)
+
+    def collator(self, tokenizer, *, padding_mask: bool = False):
+        return CausalCollator(tokenizer.pad_token_id, padding_mask=padding_mask)
+
+    def predict(self, model, tokenizer, rows, recipe: "Recipe", placement: "Placement", *,
+                desc: str = "generating") -> tuple[list[str], dict[str, float]]:
+        """Generated replies in row order, and the generation speed."""
+        return generate(model, tokenizer, list(rows), recipe=recipe, placement=placement, desc=desc)
+
+    def prediction_rows(self, rows, outputs, *, per_example: list[dict[str, float]]) -> list[dict[str, Any]]:
+        return prediction_rows(list(rows), outputs, per_example)
+
+    def map_texts(self, record: dict[str, Any], fn) -> dict[str, Any]:
+        """A copy of a data/ record with `fn` applied to every message and reference text (e.g. PII redaction)."""
+        out = dict(record)
+        out["messages"] = [{**m, "content": fn(m["content"])} for m in record["messages"]]
+        if record.get("references"):
+            out["references"] = [fn(r) for r in record["references"]]
+        return out
+
+    def token_lengths(self, counter, records):
+        """Token lengths of data/ records as the model reads them: the messages with the chat template's
+        per-message overhead. `counter` measures (e.g. the audit's LengthCounter)."""
+        return counter.conversations([r["messages"] for r in records])

@@ -95,3 +95,87 @@ def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, ba
             logits = model(**batch).logits
         out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
     return out
+
+
+def prediction_rows(rows, labels: list[str], probs: np.ndarray) -> list[dict]:
+    """One predictions.jsonl line per row, in row order, with every class probability."""
+    preds = probs.argmax(1)
+    return [{"id": r.id, "text": r.text, "label": r.label, "pred": labels[p], "correct": r.label == labels[p],
+             "confidence": round(float(pr[p]), 6), "probs": {lab: round(float(x), 6) for lab, x in zip(labels, pr)},
+             "meta": r.meta, "origin": r.origin}
+            for r, p, pr in zip(rows, preds, probs)]
+
+
+class ClassificationTask:
+    """text -> label with an encoder and a classification head (tunewise.tasks.Task)."""
+
+    name = "classification"
+    family = "classifier"
+    has_labels = True
+    has_prompts = False
+    export_in_run = False  # model/ already is a standalone transformers folder
+    auto_class = "AutoModelForSequenceClassification"  # the transformers class that loads the fine-tuned folder
+    pipeline_tag = "text-classification"
+    baseline_choices = ("majority", "tfidf_logreg")  # the baselines evaluate.baselines may name
+    card_sections = ("classification",)
+
+    def default_finetune(self) -> str:
+        return "full"
+
+    def default_baselines(self) -> list[str]:
+        return ["majority", "tfidf_logreg"]
+
+    def best_metric(self) -> str:
+        return "macro_f1"
+
+    def headline_metrics(self) -> tuple[str, ...]:
+        return ("accuracy", "macro_f1")
+
+    def read_split(self, data_dir: Path, split: str):
+        from tunewise.artifacts.rows import load_split
+
+        return load_split(data_dir, split)
+
+    def sides(self, record: dict):
+        from tunewise.tasks import TextSides
+
+        return TextSides(record["text"], record["text"], record["text"])
+
+    def input_text(self, row) -> str:
+        return row.text
+
+    def load_tokenizer(self, path: Path):
+        return load_tokenizer(path)
+
+    def load_model(self, path: Path, labels: Sequence[str] | None = None):
+        return load_model(path, labels)
+
+    def encode(self, tokenizer, rows, recipe, *, split: str, labels: Sequence[str] | None = None):
+        """(dataset, truncated count): token ids and, when `labels` is given, label ids."""
+        label_ids = None
+        if labels is not None:
+            index = {label: i for i, label in enumerate(labels)}
+            label_ids = [index[r.label] for r in rows]
+        return encode(tokenizer, [r.text for r in rows], label_ids, recipe.model.max_length)
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+    def predict(self, model, tokenizer, rows, recipe, placement, *, progress: bool = False) -> np.ndarray:
+        """Class probabilities, row i for rows[i]."""
+        return predict_proba(model, tokenizer, [r.text for r in rows], max_length=recipe.model.max_length,
+                             batch_size=recipe.train.eval_batch_size, placement=placement, progress=progress)
+
+    def prediction_rows(self, rows, outputs, *, labels: list[str]) -> list[dict]:
+        return prediction_rows(rows, labels, outputs)
+
+    def map_texts(self, record: dict, fn) -> dict:
+        """A copy of a data/ record with `fn` applied to its text (e.g. PII redaction)."""
+        return {**record, "text": fn(record["text"])}
+
+    def token_lengths(self, counter, records) -> np.ndarray:
+        """Token lengths of data/ records as the model reads them: the text with special tokens. `counter`
+        measures (e.g. the audit's LengthCounter: `texts(list[str])`, `conversations(list[messages])`)."""
+        return counter.texts([r["text"] for r in records])

@@ -1,27 +1,39 @@
-"""Stage 2: fine-tuning. Reads data/ (after the audit has passed), writes model/."""
+"""The train stage: fine-tune the base model. Reads data/ (after the audit has passed), writes model/.
 
-from tunewise.rundir import RunDir, StageOutcome
+The training loop is task-specific (a classifier's Trainer against a causal LM's trained-positions loss); the
+implementation is looked up by `task.family` below, the one place this stage distinguishes tasks.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tunewise.rundir import RunDir, StageOutcome
+    from tunewise.stages import RunOptions
+
+TRAINERS = {"classifier": "tunewise.train.classification:train_classifier",
+            "causal_lm": "tunewise.train.causal:train_causal"}
 
 
-def train(rd: RunDir, *, resume: bool = False, force: bool = False) -> StageOutcome:
+def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
+    import importlib
+
     from tunewise.models import resolve_base_model, weight_files
-    from tunewise.train.causal import train_causal
-    from tunewise.train.classification import train_classifier
+    from tunewise.tasks import task_for
 
-    audited = rd.recipe.audit.enabled
-    if audited:  # never train on data whose audit found blocking problems the recipe does not accept
-        from tunewise.audit import check_gate
+    if rd.recipe.audit.enabled:  # never train on data whose audit found blocking problems the recipe does not accept
+        from tunewise.artifacts.findings import require_audit_passed
 
-        check_gate(rd)
+        require_audit_passed(rd, by="train")
     rec = rd.stage_record("train")
     interrupted = bool(rec and rec.get("status") == "running")
+    resume = options.resume and interrupted
     base = resolve_base_model(rd.recipe.model.base)
-    train_fn = train_causal if rd.recipe.causal else train_classifier
-    outcome = rd.run_stage("train", lambda out: train_fn(rd.recipe, base, rd.stage_dir("data"), out,
-                                                         resume=resume and interrupted),
-                           external_inputs=weight_files(base.path),
-                           upstream=["data", "audit"] if audited else ["data"], force=force,
-                           keep_existing=resume and interrupted)
-    if interrupted and not resume and outcome.ran:
+    module, _, func = TRAINERS[task_for(rd.recipe).family].partition(":")
+    train_fn = getattr(importlib.import_module(module), func)
+    outcome = rd.run_stage("train", lambda out: train_fn(rd.recipe, base, rd.stage_dir("data"), out, resume=resume),
+                           external_inputs=weight_files(base.path), force=options.force, keep_existing=resume)
+    if interrupted and not options.resume and outcome.ran:
         outcome.message += " (the previous training was interrupted and restarted from scratch; --resume continues it)"
     return outcome

@@ -15,22 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunewise.data.prepare import load_examples
+from tunewise.artifacts.train import CausalTrainSummary
 from tunewise.errors import DataError
 from tunewise.hardware import choose_placement
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunewise.tasks.causal import (
-    IGNORE,
-    CausalCollator,
-    as_features,
-    encode_all,
-    load_causal_lm,
-    load_tokenizer,
-    mask_segments,
-    pack,
-)
+from tunewise.rundir import atomic_write_jsonl, atomic_write_text
+from tunewise.tasks import task_for
+from tunewise.tasks.causal import IGNORE, as_features, mask_segments, pack
 from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -38,9 +30,9 @@ QUARANTINE_FILE = "quarantine.jsonl"
 
 def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str):
     """Encoded examples of one split and the quarantine records of those that could not be encoded."""
-    examples = load_examples(data_dir, split)
-    encoded, rejected = encode_all(tokenizer, examples, task=recipe.task, max_length=recipe.model.max_length,
-                                   truncation=recipe.model.truncation, split=split)
+    task = task_for(recipe)
+    examples = task.read_split(data_dir, split)
+    encoded, rejected = task.encode(tokenizer, examples, recipe, split=split)
     if rejected and recipe.data.on_error == "fail":
         more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
         raise DataError(f"{rejected[0]['reason']}{more}; set data.on_error=quarantine to set such examples aside")
@@ -133,7 +125,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     cfg = recipe.train
     placement = choose_placement(cfg.device, cfg.precision)
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(base.path)
+    task = task_for(recipe)
+    tokenizer = task.load_tokenizer(base.path)
     train_enc, rejected = encode_split(recipe, tokenizer, data_dir, "train")
     val_enc: list = []
     if (data_dir / "validation.jsonl").exists():
@@ -144,7 +137,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         raise DataError(f"{data_dir / 'train.jsonl'}: no training example could be encoded")
 
     method = recipe.model.finetune_method(recipe.task)
-    model = load_causal_lm(base.path)
+    model = task.load_model(base.path)
     model.config.pad_token_id = tokenizer.pad_token_id
     if method == "lora":
         model = wrap_lora(model, recipe)
@@ -170,7 +163,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None)
     callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      data_collator=CausalCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      data_collator=task.collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,
                       preprocess_logits_for_metrics=_argmax_logits if val_ds is not None else None,
                       callbacks=callbacks)
@@ -190,7 +183,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
                   "eval_mean_token_accuracy": e.get("eval_mean_token_accuracy"), "step": e.get("step")}
                  for e in state.log_history if "eval_loss" in e]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    summary: dict[str, Any] = {
+    summary = CausalTrainSummary(**{
         "task": recipe.task,
         "base_model": recipe.model.base,
         "base_model_path": str(base.path),
@@ -232,14 +225,14 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         # the first training examples as the model saw them, with the tokens that carry loss marked
         "mask_preview": [{"id": e.meta.get("id"), "tokens": len(e.input_ids), "trained_tokens": e.trained_tokens,
                           "truncated": e.truncated, "segments": mask_segments(tokenizer, e)} for e in train_enc[:3]],
-    }
-    atomic_write_json(out / "train_summary.json", summary)
+    })
+    summary.write(out)
     last = per_epoch[-1] if per_epoch else None
     val = (f", validation loss {last['eval_loss']:.4f}, token accuracy {last['eval_mean_token_accuracy']:.3f}"
            if last and last.get("eval_mean_token_accuracy") is not None else "")
-    note = f", resumed from {summary['resumed_from']}" if resume_from else ""
-    tps = (f", {summary['trained_tokens_per_second']:,.0f} trained tok/s of "
-           f"{summary['processed_tokens_per_second']:,.0f} processed" if summary["trained_tokens_per_second"] else "")
+    note = f", resumed from {summary.resumed_from}" if resume_from else ""
+    tps = (f", {summary.trained_tokens_per_second:,.0f} trained tok/s of "
+           f"{summary.processed_tokens_per_second:,.0f} processed" if summary.trained_tokens_per_second else "")
     return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {len(train_enc):,} examples in {wall:.0f}s "
             f"({placement.precision} on {placement.device}{note}{tps}){val}"
             + (f"; {len(rejected)} examples quarantined (model/{QUARANTINE_FILE})" if rejected else ""))

@@ -14,34 +14,34 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tunewise.data.prepare import load_labels, load_split
+from tunewise.artifacts.rows import load_labels
+from tunewise.artifacts.train import ClassifierTrainSummary
 from tunewise.hardware import choose_placement
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from tunewise.tasks.classification import encode, load_model, load_tokenizer, trainer_metrics
+from tunewise.rundir import atomic_write_jsonl, atomic_write_text
+from tunewise.tasks import task_for
+from tunewise.tasks.classification import trainer_metrics
 from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
 
 
 def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
-    from transformers import DataCollatorWithPadding, Trainer, set_seed
+    from transformers import Trainer, set_seed
 
     cfg = recipe.train
+    task = task_for(recipe)
     labels = load_labels(data_dir)
-    label2id = {label: i for i, label in enumerate(labels)}
-    train_rows = load_split(data_dir, "train")
-    val_rows = load_split(data_dir, "validation") if (data_dir / "validation.jsonl").exists() else []
+    train_rows = task.read_split(data_dir, "train")
+    val_rows = task.read_split(data_dir, "validation") if (data_dir / "validation.jsonl").exists() else []
     placement = choose_placement(cfg.device, cfg.precision)
 
     set_seed(recipe.seed)
-    tokenizer = load_tokenizer(base.path)
-    model = load_model(base.path, labels)
-    train_ds, train_truncated = encode(tokenizer, [r.text for r in train_rows],
-                                      [label2id[r.label] for r in train_rows], recipe.model.max_length)
+    tokenizer = task.load_tokenizer(base.path)
+    model = task.load_model(base.path, labels)
+    train_ds, train_truncated = task.encode(tokenizer, train_rows, recipe, split="train", labels=labels)
     val_ds = None
     if val_rows:
-        val_ds, _ = encode(tokenizer, [r.text for r in val_rows], [label2id[r.label] for r in val_rows],
-                           recipe.model.max_length)
+        val_ds, _ = task.encode(tokenizer, val_rows, recipe, split="validation", labels=labels)
 
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
@@ -53,7 +53,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
                               group_by_length=cfg.group_by_length, save_only_model=False)
     callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+                      data_collator=task.collator(tokenizer),
                       processing_class=tokenizer, compute_metrics=trainer_metrics, callbacks=callbacks)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -65,7 +65,8 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     atomic_write_jsonl(out / "train_log.jsonl", state.log_history)  # complete, including before a resume
     examples_seen = result.metrics.get("train_samples_per_second", 0) * result.metrics.get("train_runtime", 0)
     train_only = max(wall - timer.eval_seconds, 1e-9)
-    summary = {
+    summary = ClassifierTrainSummary(**{
+        "task": recipe.task,
         "base_model": recipe.model.base,
         "base_model_path": str(base.path),
         "base_model_hub_id": base.hub_id,
@@ -90,9 +91,9 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         "final_train_loss": result.training_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
         "labels": labels,
-    }
-    atomic_write_json(out / "train_summary.json", summary)
-    note = f", resumed from {summary['resumed_from']}" if resume_from else ""
+    })
+    summary.write(out)
+    note = f", resumed from {summary.resumed_from}" if resume_from else ""
     best = f", best validation {best_name} {state.best_metric:.4f}" if state.best_metric is not None else ""
-    return (f"train: {summary['epochs_run']:g} epochs on {len(train_ds):,} examples in {wall:.0f}s "
+    return (f"train: {summary.epochs_run:g} epochs on {len(train_ds):,} examples in {wall:.0f}s "
             f"({placement.precision} on {placement.device}{note}){best}")
