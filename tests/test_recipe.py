@@ -331,3 +331,29 @@ def test_readme_recipe_reference_is_current():
     """The README's recipe table is generated from the schema; a field change must regenerate it."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert recipe_reference() in readme, "README is stale: paste the output of `tunewise recipe-reference`"
+
+
+# ---------------------------------------------------------------- the model's licence against its data's
+
+
+@pytest.mark.parametrize("data_licence, expected", [
+    ("CC-BY-4.0", "apache-2.0"),
+    ("CC BY-NC-SA 4.0", "cc-by-nc-sa-4.0"),           # read loosely, written as the hub id
+    ("custom-research-non-commercial", "other"),       # no hub id for it
+    (None, "apache-2.0"),                              # undeclared: the audit flags it, the card says so
+])
+def test_auto_card_licence_carries_non_commercial_data_terms(data_licence, expected):
+    recipe = validate_recipe({"name": "x", "data": {"train": {"path": "t.jsonl", "license": data_licence}}})
+    assert recipe.card.license == expected
+
+
+def test_a_permissive_card_licence_over_non_commercial_data_is_refused():
+    raw = {"name": "x", "data": {"train": {"path": "t.jsonl", "license": "CC-BY-NC-4.0"}},
+           "card": {"license": "apache-2.0"}}
+    with pytest.raises(RecipeError, match=r"card.license 'apache-2.0' would allow commercial use .* data.train, "
+                                          r"which is licensed CC-BY-NC-4.0 .* picks 'cc-by-nc-4.0'"):
+        validate_recipe(raw)
+    raw["card"]["license"] = "cc-by-nc-4.0"
+    assert validate_recipe(raw).card.license == "cc-by-nc-4.0"
+    raw["card"]["license"] = "other"  # the terms stated in the card by hand
+    assert validate_recipe(raw).card.license == "other"

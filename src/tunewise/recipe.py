@@ -200,7 +200,7 @@ class CardConfig(_Strict):
 
     model_name: str | None = Field(None, description="Name shown on the card; defaults to the recipe name.")
     language: list[str] = Field(default_factory=lambda: ["en"], description="ISO 639-1 codes of the data's languages.")
-    license: str = Field("apache-2.0", description="Licence of the fine-tuned model weights.")
+    license: str = Field("auto", min_length=1, description="Licence of the fine-tuned model weights (a Hugging Face licence id). `auto`: the first non-commercial data licence carries over (its hub id, or `other`), else apache-2.0. A licence that allows commercial use is refused when a data file's licence forbids it.")
     intended_use: str = Field("", description="What the model is for, and for whom.")
     out_of_scope_use: str = Field("", description="Uses the model is not meant for.")
     limitations: list[str] = Field(default_factory=list, description="Known limitations, one per item.")
@@ -232,6 +232,7 @@ class Recipe(_Strict):
         if wrong:
             raise ValueError(f"evaluate.baselines {wrong} do not apply to task '{self.task}'; allowed: "
                              f"{', '.join(task.baseline_choices)}")
+        check_model_licence(self)
         if not task.has_labels and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
             raise ValueError(f"train.metric_for_best_model '{self.train.metric_for_best_model}' needs labels; "
                              f"task '{self.task}' picks its best checkpoint by validation `loss` (or `auto`)")
@@ -274,6 +275,24 @@ def template_fields(template: str) -> list[str]:
     if not names:
         raise ValueError("names no column; expected at least one placeholder such as {text}")
     return list(dict.fromkeys(names))
+
+
+def check_model_licence(recipe: "Recipe") -> None:
+    """Cross-field rule: the weights cannot be licensed more freely than their training data allows. `auto` is
+    resolved here, so the resolved recipe (and the card) names the licence and the run id covers it."""
+    from tunewise.licences import is_non_commercial, model_licence_for
+
+    data = {split: f.license for split in ("train", "validation", "test") if (f := getattr(recipe.data, split))}
+    if recipe.card.license == "auto":
+        recipe.card.license = model_licence_for(data)[0]
+        return
+    restricted = {split: lic for split, lic in data.items() if is_non_commercial(lic)}
+    if restricted and not is_non_commercial(recipe.card.license) and recipe.card.license not in ("other", "unknown"):
+        split, lic = next(iter(restricted.items()))
+        raise ValueError(f"card.license '{recipe.card.license}' would allow commercial use of weights trained on "
+                         f"data.{split}, which is licensed {lic} (non-commercial); set card.license to a licence "
+                         f"that carries the data's terms (e.g. `auto`, which picks "
+                         f"'{model_licence_for(data)[0]}'), or to `other` and state the terms in the card")
 
 
 def check_data_fields(data: DataConfig) -> None:

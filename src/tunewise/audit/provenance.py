@@ -9,21 +9,10 @@ no-derivatives terms are reported as information, since they bind what is derive
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from tunewise.artifacts.data import SourceFile
-
-_NC = re.compile(r"(^|[-_ ])NC([-_ ]|$)|NON[-_ ]?COMMERCIAL|RESEARCH[-_ ]?ONLY|ACADEMIC|RESEARCH[-_ ]USE|"
-                 r"EDUCATIONAL[-_ ]ONLY|PERSONAL[-_ ]USE", re.IGNORECASE)
-_SA = re.compile(r"(^|[-_ ])SA([-_ ]|$)|SHARE[-_ ]?ALIKE|GPL", re.IGNORECASE)
-_ND = re.compile(r"(^|[-_ ])ND([-_ ]|$)|NO[-_ ]?DERIV", re.IGNORECASE)
-_UNKNOWN = re.compile(r"^(UNKNOWN|NONE|N/?A|TBD|\?+|OTHER|PROPRIETARY)$", re.IGNORECASE)
-
-
-def canonical(license_id: str) -> str:
-    """`CC BY-NC 4.0` -> `CC-BY-NC-4.0`: upper case, runs of spaces and underscores as one dash."""
-    return re.sub(r"[\s_]+", "-", license_id.strip()).upper()
+from tunewise.licences import NO_DERIVATIVES, NON_COMMERCIAL, SHARE_ALIKE, UNKNOWN, canonical
 
 
 @dataclass
@@ -39,7 +28,7 @@ def judge(split: str, facts: SourceFile, intended_use: str, missing_license: str
     where = f"data.{split} ({facts.path})"
     lic = facts.license
     out: list[LicenceVerdict] = []
-    if lic is None or not str(lic).strip() or _UNKNOWN.match(str(lic).strip()):
+    if lic is None or not str(lic).strip() or UNKNOWN.match(str(lic).strip()):
         out.append(LicenceVerdict(
             missing_license, "missing",
             f"{where} declares no licence" + (f" (`{lic}`)" if lic else ""),
@@ -47,7 +36,7 @@ def judge(split: str, facts: SourceFile, intended_use: str, missing_license: str
             f"nobody can tell whether the model may be used as intended"))
         return out
     lic_c = canonical(str(lic))
-    if _NC.search(lic_c):
+    if NON_COMMERCIAL.search(lic_c):
         if intended_use == "commercial":
             out.append(LicenceVerdict(
                 "blocking", "non_commercial",
@@ -72,11 +61,11 @@ def judge(split: str, facts: SourceFile, intended_use: str, missing_license: str
             out.append(LicenceVerdict(
                 "info", "non_commercial", f"{where} is licensed {lic}; allowed for intended_use {intended_use}",
                 "keep the model out of commercial use, and carry the licence's terms with it"))
-    if _ND.search(lic_c):
+    if NO_DERIVATIVES.search(lic_c):
         out.append(LicenceVerdict(
             "warning", "no_derivatives", f"{where} is licensed {lic}, which forbids sharing adapted material",
             "check whether training on the data and sharing the model is allowed under its terms"))
-    if _SA.search(lic_c):
+    if SHARE_ALIKE.search(lic_c):
         out.append(LicenceVerdict(
             "info", "share_alike", f"{where} is licensed {lic} (share-alike)",
             "adapted material must carry the same licence: check whether that covers the model or its outputs"))
