@@ -7,13 +7,17 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tunewise.recipe import load_recipe
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BANKING77 = DATA / "banking77"
@@ -168,3 +172,42 @@ def session_run(session_recipe, tunewise) -> Path:
     assert len(runs) == 1, runs
     root = runs[0]
     yield root
+
+
+# ---------------------------------------------------------------- kill -9 and resume
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders whose trainer_state.json (the last file the Trainer writes) is complete JSON."""
+    done = []
+    for state in root.glob("model/checkpoints/checkpoint-*/trainer_state.json"):
+        try:
+            json.loads(state.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        done.append(state.parent)
+    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+
+def start_and_kill_at_first_checkpoint(recipe: Path, overrides: list[str], env: dict, log: Path) -> Path:
+    """Start `tunewise run`, SIGKILL it as soon as a complete checkpoint exists; returns the run directory."""
+    resolved = load_recipe(recipe, overrides)
+    root = Path(resolved.output_dir) / f"{resolved.name}-{resolved.fingerprint()}"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(recipe), *overrides], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 480
+            while not complete_checkpoints(root):
+                assert proc.poll() is None, f"the run ended before its first checkpoint:\n{log.read_text()}"
+                assert time.monotonic() < deadline, "no checkpoint was written in time"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert "evaluate:" not in log.read_text(), "the run finished before it was killed"
+    return root

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import complete_checkpoints, start_and_kill_at_first_checkpoint
 from tunewise.artifacts.rows import Example
 from tunewise.data.readers import ExampleChecker, read_records
 from tunewise.errors import DataError, RecipeError
@@ -337,6 +338,28 @@ def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
     card = (run / "card" / "README.md").read_text()
     assert "base_model" in card or "zero-shot" in card
     assert tunewise("verify", run).returncode == 0
+
+
+def test_kill_9_during_lora_training_then_resume(tunewise, tiny_translation, cli_env, jsonl, tmp_path):
+    """A causal LoRA run killed with SIGKILL after its first checkpoint resumes from it and completes the whole
+    schedule: the adapter, its optimizer state and the step count come back from the checkpoint."""
+    overrides = ["train.checkpoint_every_steps=1", "train.epochs=3", "data.train.max_rows=16",
+                 "evaluate.baselines=[]", "evaluate.max_examples=2", "evaluate.max_new_tokens=4"]
+    root = start_and_kill_at_first_checkpoint(tiny_translation, overrides, cli_env, tmp_path / "killed.log")
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["stages"]["train"]["status"] == "running" and "evaluate" not in manifest["stages"]
+    saved = [int(p.name.split("-")[1]) for p in complete_checkpoints(root)]
+    assert (complete_checkpoints(root)[-1] / "adapter_model.safetensors").is_file()  # LoRA checkpoints hold the adapter
+
+    resumed = tunewise("run", tiny_translation, *overrides, "--resume")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    summary = json.loads((root / "model" / "train_summary.json").read_text())
+    assert summary["finetune"] == "lora" and int(summary["resumed_from"].split("-")[1]) >= saved[-1]
+    assert f"resumed from {summary['resumed_from']}" in resumed.stdout
+    n_train = len(jsonl(root / "data" / "train.jsonl"))
+    assert summary["global_steps"] == -(-n_train // 8) * 3  # the full schedule, not the rest of it
+    assert (root / "model" / "adapter_model.safetensors").is_file() and (root / "export" / "model.safetensors").is_file()
+    assert tunewise("verify", root).returncode == 0
 
 
 def test_trained_positions_loss_equals_the_full_model_loss(tok, model):

@@ -8,16 +8,14 @@ import json
 import math
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
+from conftest import complete_checkpoints, start_and_kill_at_first_checkpoint
 from tunewise.recipe import load_recipe, validate_recipe
 from tunewise.rundir import sha256_file
 
@@ -271,42 +269,6 @@ def test_same_seed_in_a_fresh_output_dir_gives_the_same_results(tunewise, run, s
 
 
 # ---------------------------------------------------------------- kill -9 and --resume
-
-
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Checkpoint folders whose trainer_state.json (the last file the Trainer writes) is complete JSON."""
-    done = []
-    for state in root.glob("model/checkpoints/checkpoint-*/trainer_state.json"):
-        try:
-            json.loads(state.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        done.append(state.parent)
-    return sorted(done, key=lambda p: int(p.name.split("-")[1]))
-
-
-def start_and_kill_at_first_checkpoint(recipe: Path, overrides: list[str], env: dict, log: Path) -> Path:
-    """Start `tunewise run`, SIGKILL it as soon as a complete checkpoint exists; returns the run directory."""
-    resolved = load_recipe(recipe, overrides)
-    root = Path(resolved.output_dir) / f"{resolved.name}-{resolved.fingerprint()}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(recipe), *overrides], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 480
-            while not complete_checkpoints(root):
-                assert proc.poll() is None, f"the run ended before its first checkpoint:\n{log.read_text()}"
-                assert time.monotonic() < deadline, "no checkpoint was written in time"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert "evaluate:" not in log.read_text(), "the run finished before it was killed"
-    return root
 
 
 RESUME_OVERRIDES = ["train.checkpoint_every_steps=5", "train.epochs=4"]
