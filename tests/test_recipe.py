@@ -357,3 +357,18 @@ def test_a_permissive_card_licence_over_non_commercial_data_is_refused():
     assert validate_recipe(raw).card.license == "cc-by-nc-4.0"
     raw["card"]["license"] = "other"  # the terms stated in the card by hand
     assert validate_recipe(raw).card.license == "other"
+
+
+def test_run_id_does_not_depend_on_where_the_checkout_sits(tmp_path):
+    """Two clones of the same recipe and data get one run id; changed data gets another."""
+    ids = []
+    for clone in ("clone_a", "nested/clone_b"):
+        folder = tmp_path / clone / "examples"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / "train.jsonl").write_text('{"text": "hello", "label": "a"}\n')
+        ids.append(load_recipe(write(folder / "r.yaml", "name: x\ndata: {train: data/train.jsonl}\n")).fingerprint())
+    assert ids[0] == ids[1]
+    resolved = load_recipe(tmp_path / "clone_a" / "examples" / "r.yaml")
+    assert validate_recipe(yaml.safe_load(resolved.to_yaml())).fingerprint() == ids[0]  # the run's own recipe.yaml
+    (tmp_path / "clone_a" / "examples" / "data" / "train.jsonl").write_text('{"text": "bye", "label": "a"}\n')
+    assert load_recipe(tmp_path / "clone_a" / "examples" / "r.yaml").fingerprint() != ids[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -247,8 +248,16 @@ class Recipe(_Strict):
         return task_for(self.task).best_metric()
 
     def fingerprint(self) -> str:
-        """Short hash of the resolved recipe (output_dir excluded): the run id."""
+        """Short hash of the resolved recipe: the run id. It does not depend on where the checkout sits: a local
+        data file counts by its name and its content's sha256 (so changed data is a new run), a local base model
+        by its name (its weights are the train stage's hashed inputs), and output_dir is left out."""
         payload = self.model_dump(mode="json", exclude={"output_dir"})
+        for split in ("train", "validation", "test"):
+            data_file = payload["data"][split]
+            if data_file is not None and not data_file["path"].startswith("hf:"):
+                data_file["path"] = content_key(data_file["path"])
+        if Path(self.model.base).is_absolute():
+            payload["model"]["base"] = Path(self.model.base).name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
     def to_yaml(self) -> str:
@@ -275,6 +284,25 @@ def template_fields(template: str) -> list[str]:
     if not names:
         raise ValueError("names no column; expected at least one placeholder such as {text}")
     return list(dict.fromkeys(names))
+
+
+def content_key(path: str) -> str:
+    """`name#sha256=...` of a local file, location-free; `name#missing` when it does not exist (yet)."""
+    p = Path(path)
+    try:
+        stat = p.stat()
+    except OSError:
+        return f"{p.name}#missing"
+    return f"{p.name}#sha256={_sha256_of(str(p.resolve()), stat.st_size, stat.st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def check_model_licence(recipe: "Recipe") -> None:
