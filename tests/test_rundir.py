@@ -111,6 +111,8 @@ def test_new_run_directory_layout(rd, tmp_path):
     assert manifest["recipe"] == rd.recipe.model_dump(mode="json")
     assert manifest["seed"] == 42 and manifest["stages"] == {}
     assert "git_revision" in manifest and "torch" in manifest["packages"]
+    cpu = manifest["platform"]["cpu"]  # results are bit-identical only on the same CPU kind: the manifest says which
+    assert cpu["model"] and isinstance(cpu["isa"], list) and cpu["torch_threads"] >= 1
     assert validate_recipe(yaml.safe_load((rd.root / RECIPE).read_text())) == rd.recipe
 
 
@@ -342,3 +344,17 @@ def test_a_run_directory_from_an_older_tunewise_gets_a_clear_message(rd, inputs)
         RunDir.for_recipe(rd.recipe)
     fresh = RunDir.for_recipe(rd.recipe, fresh=True)  # `tunewise run --force`
     assert fresh.manifest["stages"] == {} and RunDir.open(rd.root).manifest["layout"] == fresh.manifest["layout"]
+
+
+def test_bf16_autocast_only_where_the_cpu_has_amx(monkeypatch):
+    import torch
+
+    from tunewise.hardware import choose_placement
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    p = choose_placement("auto", "auto")
+    assert (p.device, p.precision) == ("cpu", "fp32") and "no AMX" in p.reason  # AVX-512 bf16 alone is slower
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert choose_placement("auto", "auto").precision == "bf16"
+    assert choose_placement("auto", "fp32").precision == "fp32"  # the recipe's choice wins

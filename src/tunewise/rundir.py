@@ -188,6 +188,8 @@ class RunDir:
         root.mkdir(parents=True, exist_ok=True)
         if (root / MANIFEST).exists() and not (fresh and _layout_of(root) != LAYOUT):
             return cls.open(root)
+        from tunewise.hardware import cpu_facts  # imports torch: only when a run directory is made
+
         manifest = {
             "layout": LAYOUT,
             "run_id": root.name,
@@ -197,7 +199,8 @@ class RunDir:
             "recipe": recipe.model_dump(mode="json"),
             "git_revision": git_revision(),
             "packages": package_versions(),
-            "platform": {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count()},
+            "platform": {"machine": platform.machine(), "system": platform.system(), "cpu_count": os.cpu_count(),
+                         "cpu": cpu_facts()},
             "stages": {},
         }
         atomic_write_text(root / RECIPE, recipe.to_yaml())
