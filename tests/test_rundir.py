@@ -112,7 +112,7 @@ def test_new_run_directory_layout(rd, tmp_path):
     assert manifest["seed"] == 42 and manifest["stages"] == {}
     assert "git_revision" in manifest and "torch" in manifest["packages"]
     cpu = manifest["platform"]["cpu"]  # results are bit-identical only on the same CPU kind: the manifest says which
-    assert cpu["model"] and isinstance(cpu["isa"], list) and cpu["torch_threads"] >= 1
+    assert cpu["model"] and isinstance(cpu["isa"], list) and cpu["cpus_available"] >= 1
     assert validate_recipe(yaml.safe_load((rd.root / RECIPE).read_text())) == rd.recipe
 
 

@@ -104,3 +104,14 @@ def test_the_library_is_offline_by_default_without_the_cli():
     env["HF_HUB_OFFLINE"] = "0"  # the user may opt in
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_loading_a_recipe_and_asking_its_task_imports_no_ml_library():
+    """The recipe consults the Task protocol while it validates; that must stay cheap (every CLI call, every
+    error message), so the task facts live in a module that imports neither torch nor transformers."""
+    code = ("import sys; from tunewise.recipe import validate_recipe; from tunewise.tasks import task_for; "
+            "r = validate_recipe({'name': 'x', 'task': 'chat', 'data': {'train': 't.jsonl'}}); task_for(r).has_prompts; "
+            "task_for('classification').has_labels; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

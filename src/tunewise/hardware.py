@@ -3,11 +3,14 @@ where the CPU has AMX."""
 
 from __future__ import annotations
 
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -17,7 +20,9 @@ class Placement:
     reason: str
 
     @property
-    def autocast_dtype(self) -> torch.dtype | None:
+    def autocast_dtype(self) -> "torch.dtype | None":
+        import torch
+
         return torch.bfloat16 if self.precision == "bf16" else None
 
 
@@ -29,12 +34,15 @@ def cpu_supports_fast_bf16() -> bool:
     """True where bf16 matmuls beat fp32: AMX tiles only. Measured on these machines: with AMX a 2048² bf16 matmul
     ran at about 2,850 GFLOP/s against about 300 in fp32; with AVX-512 bf16 but no AMX it ran at 149-161 against
     290 in fp32, so there bf16 autocast would halve the speed."""
+    import torch
+
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def cpu_facts() -> dict:
-    """The CPU model, the ISA flags that matter for precision, and the threads torch uses: kernels differ between
-    CPU kinds, so bit-identical results need the same kind."""
+    """The CPU model, the ISA flags that matter for precision, and the CPUs this process may use: kernels differ
+    between CPU kinds, so bit-identical results need the same kind. Reads /proc/cpuinfo; never imports torch, so
+    making a run directory stays fast."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -46,11 +54,15 @@ def cpu_facts() -> dict:
                 break
     except OSError:  # not Linux: the model name from platform, no flags
         pass
-    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "torch_threads": torch.get_num_threads(),
-            "fast_bf16": cpu_supports_fast_bf16()}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus_available": cpus,
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "fast_bf16": "amx_tile" in flags if flags else cpu_supports_fast_bf16()}
 
 
 def choose_placement(device: str = "auto", precision: str = "auto") -> Placement:
+    import torch
+
     if device == "cuda" and not torch.cuda.is_available():
         from tunewise.errors import TunewiseError
 

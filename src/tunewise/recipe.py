@@ -131,7 +131,7 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(128, ge=1, le=8192, description="Examples per batch at validation and prediction time.")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay.")
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
-    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU has AMX or the GPU supports bf16, else fp32 (on AVX-512 bf16 without AMX, bf16 is slower than fp32). The choice and the CPU facts are recorded in the manifest.")
+    precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU has AMX or the GPU supports bf16, else fp32 (on AVX-512 bf16 without AMX, bf16 is slower than fp32). The CPU model and ISA flags are recorded in the manifest, the choice and its reason in model/train_summary.json.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
     packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tunewise.artifacts.findings import FINDINGS_FILE  # the file's name lives with its schema
 from tunewise.recipe import AUDIT_CHECKS, AuditConfig
 
 SEVERITIES = ("info", "warning", "blocking")

@@ -41,9 +41,9 @@ def judge(split: str, facts: SourceFile, intended_use: str, missing_license: str
             out.append(LicenceVerdict(
                 "blocking", "non_commercial",
                 f"{where} is licensed {lic}, which forbids commercial use, but the recipe's intended_use is "
-                f"commercial",
-                f"replace this data with data whose licence allows commercial use, get a commercial licence from "
-                f"the rights holder, or set `intended_use=research` if the model will not be used commercially"))
+                "commercial",
+                "replace this data with data whose licence allows commercial use, get a commercial licence from "
+                "the rights holder, or set `intended_use=research` if the model will not be used commercially"))
         elif intended_use == "internal":
             out.append(LicenceVerdict(
                 "warning", "non_commercial",

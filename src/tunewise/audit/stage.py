@@ -29,7 +29,8 @@ from tunewise.artifacts import Findings
 from tunewise.audit import dedup, plots
 from tunewise.audit.checks import run_checks
 from tunewise.audit.datacard import render_datacard
-from tunewise.audit.findings import FINDINGS_FILE, Finding, apply_policy, summary, summary_lines
+from tunewise.artifacts.findings import FINDINGS_FILE
+from tunewise.audit.findings import Finding, apply_policy, summary, summary_lines
 from tunewise.audit.scan import Scan, attach_texts, data_quarantine, scan
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text

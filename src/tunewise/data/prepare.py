@@ -11,7 +11,6 @@ data/
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import asdict

@@ -9,7 +9,6 @@ Reads data/ and model/; writes eval/:
 
 from __future__ import annotations
 
-import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from tunewise.evaluate.text_metrics import (
     text_metric_signatures,
     text_stats,
 )
-from tunewise.hardware import Placement, choose_placement
+from tunewise.hardware import choose_placement
 from tunewise.models import resolve_base_model
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, sha256_file

@@ -17,24 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from tunewise.artifacts.rows import Example, Row
     from tunewise.hardware import Placement
     from tunewise.recipe import Recipe
 
+from tunewise.tasks.sides import TextSides
+
 Family = Literal["classifier", "causal_lm"]
-
-
-class TextSides(tuple):
-    """(prompt, target, whole) texts of one data/ record: what the audit and the monitor look at."""
-
-    __slots__ = ()
-
-    def __new__(cls, prompt: str, target: str, whole: str):
-        return super().__new__(cls, (prompt, target, whole))
-
-    prompt = property(lambda self: self[0])
-    target = property(lambda self: self[1])
-    whole = property(lambda self: self[2])
 
 
 class Task(Protocol):
@@ -75,11 +63,11 @@ def task_for(recipe_or_name: "Recipe | str") -> Task:
     """The Task implementation for a recipe (or a task name)."""
     name = recipe_or_name if isinstance(recipe_or_name, str) else recipe_or_name.task
     if name == "classification":
-        from tunewise.tasks.classification import ClassificationTask
+        from tunewise.tasks.kinds import ClassificationTask
 
         return ClassificationTask()
     if name in ("generation", "chat"):
-        from tunewise.tasks.causal import CausalLMTask
+        from tunewise.tasks.kinds import CausalLMTask
 
         return CausalLMTask(name)
     from tunewise.errors import RecipeError
