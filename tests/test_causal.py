@@ -404,3 +404,21 @@ def test_right_padded_batch_needs_no_padding_mask(tok, model):
     short = len(enc[1].input_ids)
     assert (a.logits[1, :short] - b.logits[1, :short]).abs().max().item() < 1e-3
     assert a.loss.item() == pytest.approx(b.loss.item(), abs=1e-5)
+
+
+def test_frozen_linears_in_bf16_give_the_autocast_logits_and_keep_the_residual_stream_fp32(smol_path):
+    """LoRA on bf16 hardware stores the frozen Linear weights in bf16: under autocast every matmul rounds its
+    weight to bf16 anyway, so the logits are the same, while embeddings (tied to the output layer) and norms stay
+    fp32."""
+    from tunewise.train.causal import store_frozen_linears_in_bf16
+
+    reference = load_causal_lm(smol_path)
+    stored = load_causal_lm(smol_path)
+    cast = store_frozen_linears_in_bf16(stored)
+    assert cast > 0.7 * sum(p.numel() for p in stored.parameters())  # most of the model halves its memory
+    assert stored.get_input_embeddings().weight.dtype == torch.float32
+    assert stored.get_output_embeddings().weight.dtype == torch.float32  # tied to the embeddings
+    assert all(p.dtype == torch.float32 for n, p in stored.named_parameters() if "norm" in n)
+    ids = torch.tensor([[1, 504, 3458, 314, 1530, 28, 2]])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(stored(input_ids=ids).logits, reference(input_ids=ids).logits)

@@ -98,6 +98,9 @@ class CausalTrainSummary(TrainSummary):
     base_model_gguf: str | None = Field(description="The .gguf file the base weights were converted from.")
     finetune: Literal["full", "lora"] = Field(description="Same as method (kept for older readers).")
     lora: LoraSettings | None = Field(description="The adapter settings; null for full fine-tuning.")
+    base_weights_dtype: Literal["float32", "bfloat16"] = Field(
+        description="How the frozen Linear weights were held in training: bfloat16 for LoRA where bf16 pays "
+                    "(embeddings, norms and a tied output layer stay float32), else float32.")
     packing: bool = Field(description="train.packing: examples packed into rows of model.max_length.")
     gradient_checkpointing: bool = Field(description="train.gradient_checkpointing.")
     train_rows: int = Field(description="Training rows fed to the Trainer (packed rows with packing).")

@@ -82,7 +82,10 @@ def _trainer_class():
         """Trainer whose loss projects only the trained positions onto the vocabulary (see trained_positions_loss)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, preds = trained_positions_loss(model, inputs, num_items_in_batch)
+            # the Trainer's mixed precision wraps only model.forward; this loss calls the backbone directly, so it
+            # enters autocast itself (without it, "bf16" training ran every matmul in fp32)
+            with self.accelerator.autocast():
+                loss, preds = trained_positions_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss, "logits": preds}) if return_outputs else loss
 
     return TrainedTokensTrainer
@@ -99,6 +102,22 @@ def token_accuracy_metrics(eval_pred) -> dict[str, float]:
 
 def _argmax_logits(logits, labels):
     return logits if logits.dim() == 2 else logits.argmax(-1)  # already predictions from trained_positions_loss
+
+
+def store_frozen_linears_in_bf16(model) -> int:
+    """LoRA where bf16 pays (AMX, or a GPU): keep the frozen Linear weights in bf16. Autocast would round them to
+    bf16 for every matmul anyway, so the numbers do not change, but their memory halves and no weight is cast at
+    every step. Embeddings and norms stay fp32, and so does an output layer tied to the embeddings: the residual
+    stream stays fp32, as it is under plain autocast. The adapters peft adds are fp32. Returns the weights cast."""
+    import torch
+
+    tied = {id(p) for p in model.get_input_embeddings().parameters()}
+    cast = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and id(module.weight) not in tied:
+            module.to(torch.bfloat16)
+            cast += module.weight.numel()
+    return cast
 
 
 def wrap_lora(model, recipe: Recipe):
@@ -138,6 +157,9 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
 
     method = recipe.model.finetune_method(recipe.task)
     model = task.load_model(base.path)
+    frozen_bf16 = method == "lora" and placement.precision == "bf16"
+    if frozen_bf16:
+        store_frozen_linears_in_bf16(model)
     model.config.pad_token_id = tokenizer.pad_token_id
     if method == "lora":
         model = wrap_lora(model, recipe)
@@ -196,6 +218,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         "precision": placement.precision,
         "precision_reason": placement.reason,
         "device": placement.device,
+        "base_weights_dtype": "bfloat16" if frozen_bf16 else "float32",
         "packing": cfg.packing,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "epochs_run": round(epochs_run, 3),
