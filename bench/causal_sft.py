@@ -6,9 +6,9 @@
 Same model (`smollm2`), same rows, prompt ("Summarize the dialogue.\\n\\n{dialogue}" as the user turn of SmolLM2's chat
 template, the summary as the assistant turn), same max_length, batch size, learning rate, epochs, seed, LoRA (r, alpha,
 dropout, all-linear targets) and thread count for both sides. Everything else is each side's own default:
-  tunewise  the real train stage (`tunewise.pipeline.open_run` + `prepare` + `tunewise.train.train`) on a recipe with
-            only those settings: precision auto (bf16 autocast on AMX/AVX-512-bf16 CPUs), length-grouped dynamic
-            batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length.
+  tunewise  the real train stage (`tunewise.pipeline.open_run` + `run_stage(rd, "train")`) on a recipe with only
+            those settings: precision auto (bf16 autocast on AMX CPUs, LoRA's frozen linears stored in bf16),
+            length-grouped dynamic batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length.
   trl       `SFTTrainer(model=<path>, args=SFTConfig(...), peft_config=LoraConfig(...))` on a conversational
             prompt/completion dataset, so TRL's own default completion-only loss applies. The defaults it brings
             (fp32 weights, bf16 autocast, gradient checkpointing, fused/chunked LM-head loss, no packing, keep-start
