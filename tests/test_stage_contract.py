@@ -20,7 +20,7 @@ from tunewise import stages
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
 STAGE_PACKAGES = sorted({s.run_path.split(":")[0].split(".")[1] for s in stages.STAGES})
-SHARED = {"recipe", "errors", "rundir", "stages", "artifacts", "tasks", "models", "hardware", "kit"}
+SHARED = {"recipe", "errors", "rundir", "stages", "artifacts", "tasks", "models", "hardware", "licences", "kit"}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:
