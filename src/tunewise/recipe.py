@@ -298,11 +298,9 @@ def content_key(path: str) -> str:
 
 @functools.lru_cache(maxsize=256)
 def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+    from tunewise.rundir import sha256_file  # rundir imports this module
+
+    return sha256_file(Path(path))
 
 
 def check_model_licence(recipe: "Recipe") -> None:

@@ -65,8 +65,13 @@ class Stage:
         return [n for n in self.needs if get(n).enabled(recipe)]
 
     def run(self, rd: "RunDir", options: RunOptions = RunOptions()) -> "StageOutcome":
-        module, _, func = self.run_path.partition(":")
-        return getattr(importlib.import_module(module), func)(rd, options)
+        return load(self.run_path)(rd, options)
+
+
+def load(path: str) -> Callable:
+    """The function a "module:function" path names, imported when first asked for (keeps start-up light)."""
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 STAGES: tuple[Stage, ...] = (

@@ -18,11 +18,9 @@ EVALUATORS = {"classifier": "tunewise.evaluate.classification:evaluate_classifie
 
 
 def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
-    import importlib
-
+    from tunewise.stages import load
     from tunewise.tasks import task_for
 
-    module, _, func = EVALUATORS[task_for(rd.recipe).family].partition(":")
-    evaluate_fn = getattr(importlib.import_module(module), func)
+    evaluate_fn = load(EVALUATORS[task_for(rd.recipe).family])
     return rd.run_stage("evaluate", lambda out: evaluate_fn(rd.recipe, rd.stage_dir("data"), rd.stage_dir("train"),
                                                             out), force=options.force)

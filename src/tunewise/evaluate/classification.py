@@ -28,14 +28,13 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, sha256_file
 from tunewise.tasks import task_for
 
-HEADLINE_METRICS = ("accuracy", "macro_f1")
 
 
 def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Recipe) -> dict[str, Any]:
     cfg = recipe.evaluate
     preds = probs.argmax(1)
     metrics = {m: bootstrap_ci(y, preds, m, n_classes=n_classes, n_resamples=cfg.bootstrap_samples,
-                               confidence=cfg.confidence, seed=recipe.seed) for m in HEADLINE_METRICS}
+                               confidence=cfg.confidence, seed=recipe.seed) for m in task_for(recipe).headline_metrics()}
     ece, bins = expected_calibration_error(y, probs, n_bins=cfg.calibration_bins)
     return {"metrics": metrics, "calibration": {"ece": ece, "brier": brier_score(y, probs), "bins": bins}}
 
@@ -106,7 +105,7 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     ft_pred = systems["fine_tuned"].argmax(1)
     comparisons = []
     for name in recipe.evaluate.baselines_for(recipe.task):
-        for metric in HEADLINE_METRICS:
+        for metric in task.headline_metrics():
             res = paired_bootstrap(y, ft_pred, systems[name].argmax(1), metric, n_classes=k,
                                    n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
             comparisons.append({"model": "fine_tuned", "baseline": name, "metric": metric, **res})

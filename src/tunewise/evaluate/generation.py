@@ -138,7 +138,7 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
 
 def _summary_line(metrics: GenerationMetrics, confidence: float) -> str:
     ft = metrics.fine_tuned().metrics
-    shown = [m for m in ("rougeL", "bleu", "chrf") if m in ft]
+    shown = [m for m in task_for(metrics.task).headline_metrics() if m in ft]
     parts = [f"{m} {ft[m].value:.4g} [{ft[m].ci_low:.4g}, {ft[m].ci_high:.4g}]" for m in shown]
     lines = [f"evaluate: {metrics.n_scored:,} test examples · " + " · ".join(parts)
              + f" ({confidence:.0%} bootstrap CI)"]

@@ -61,9 +61,6 @@ class ClassificationTask:
     def sides(self, record: dict):
         return TextSides(record["text"], record["text"], record["text"])
 
-    def input_text(self, row) -> str:
-        return row.text
-
     def load_tokenizer(self, path: Path):
         return _classifier().load_tokenizer(path)
 
@@ -138,9 +135,6 @@ class CausalLMTask:
         prompt = "\n".join(m["content"] for m in messages if m["role"] != "assistant")
         target = next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
         return TextSides(prompt, target, "\n".join(m["content"] for m in messages))
-
-    def input_text(self, row: Example) -> str:
-        return row.text
 
     def load_tokenizer(self, path: Path):
         return _causal().load_tokenizer(path)

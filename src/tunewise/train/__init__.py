@@ -17,9 +17,8 @@ TRAINERS = {"classifier": "tunewise.train.classification:train_classifier",
 
 
 def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
-    import importlib
-
     from tunewise.models import resolve_base_model, weight_files
+    from tunewise.stages import load
     from tunewise.tasks import task_for
 
     if rd.recipe.audit.enabled:  # never train on data whose audit found blocking problems the recipe does not accept
@@ -30,8 +29,7 @@ def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
     interrupted = bool(rec and rec.get("status") == "running")
     resume = options.resume and interrupted
     base = resolve_base_model(rd.recipe.model.base)
-    module, _, func = TRAINERS[task_for(rd.recipe).family].partition(":")
-    train_fn = getattr(importlib.import_module(module), func)
+    train_fn = load(TRAINERS[task_for(rd.recipe).family])
     outcome = rd.run_stage("train", lambda out: train_fn(rd.recipe, base, rd.stage_dir("data"), out, resume=resume),
                            external_inputs=weight_files(base.path), force=options.force, keep_existing=resume)
     if interrupted and not options.resume and outcome.ran:
