@@ -92,6 +92,21 @@ def _register_stage_commands() -> None:
 _register_stage_commands()
 
 
+# Verbs with more than `NAME RUN [--force]` (gate, serve, keys, monitor, human-eval) live in their stage's package,
+# in a light `cli.py` whose `register(app)` adds them; heavy imports stay inside the command bodies.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def _register_package_commands() -> None:
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+
+
+_register_package_commands()
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Look at the data as the model will see it.")
 app.add_typer(data_app, name="data")
 
