@@ -22,11 +22,12 @@ import numpy as np
 
 from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.rows import SPLITS, available_splits, load_labels
-from tunewise.audit import dedup, leakage, length, pii
+from tunewise.audit import dedup, leakage, length
 from tunewise.audit.normalize import content_chars, exact_form, key64, snippet, words
 from tunewise.errors import DataError
 from tunewise.recipe import Recipe
 from tunewise.rundir import AtomicJsonlWriter
+from tunewise.safety import pii
 from tunewise.tasks import Task, task_for
 
 BATCH = 8192
@@ -217,7 +218,7 @@ def scan(recipe: Recipe, data_dir: Path, redacted_dir: Path | None = None) -> Sc
                     if hits:
                         sp.pii.append((local, hits))
                     if redacted_dir:
-                        redacted.write(task.map_texts(r, pii.redact) if hits else r)
+                        redacted.write(task.map_texts(r, pii.redact_text) if hits else r)
         start += sp.n
 
     return Scan(recipe=recipe, task=task, data_summary=data_summary, label_names=label_names, splits=splits,

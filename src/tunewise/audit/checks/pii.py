@@ -1,14 +1,15 @@
 """Check `pii`: rows holding e-mail addresses, phone numbers, payment cards, IBANs, IP addresses or SSN-like
-numbers (found by the streaming pass with audit/pii.py), one finding per kind. Blocking when the file the rows
-came from does not declare `contains_personal_data: true`, else a warning. Examples show masked values only."""
+numbers (found by the streaming pass with the shared detectors of tunewise.safety.pii), one finding per kind.
+Blocking when the file the rows came from does not declare `contains_personal_data: true`, else a warning.
+Examples show masked values only."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from tunewise.audit.findings import EXAMPLES, CheckResult, Finding, plural
-from tunewise.audit.pii import KIND_WORDS, PII_KINDS
 from tunewise.audit.scan import Scan
+from tunewise.safety.pii import KIND_WORDS, PII_KINDS
 
 
 def check(scan: Scan) -> CheckResult:
