@@ -56,7 +56,7 @@ CAUSAL_TRAIN_SUMMARY = {
 SCORE = {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5, "n_resamples": 1000, "confidence": 0.95,
          "method": "percentile"}
 GENERATION_METRICS = {
-    "schema_version": 1, "task": "generation", "n_test": 252, "n_scored": 4, "signature": "tunewise:0.1.0|task:chat",
+    "schema_version": 2, "task": "generation", "n_test": 252, "n_scored": 4, "signature": "tunewise:0.1.0|task:chat",
     "text_metric_signatures": {"rouge": "types:rougeL|score:fmeasure"},
     "generation": {"max_new_tokens": 8, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 16,
                    "precision": "bf16", "device": "cpu", "chat_template": True},
@@ -65,9 +65,14 @@ GENERATION_METRICS = {
                       "metrics": {"rougeL": SCORE}} for name in ("fine_tuned", "base_model")},
     "comparisons": [{"model": "fine_tuned", "baseline": "base_model", "metric": "rougeL", "diff": 0.0,
                      "ci_low": 0.0, "ci_high": 0.0, "p_value": 1.0, "n_resamples": 1000, "confidence": 0.95}],
-    "slices": {"topic": {"values": {"a": {"n": 3, "rougeL": {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5}},
-                                    "b": {"n": 1, "rougeL": {"value": 0.2, "ci_low": None, "ci_high": None}}},
-                         "rougeL_gap": 0.2}},
+    "slices": {"topic": {"metrics": ["rougeL"], "min_size": 2, "too_small": ["b"], "n_resamples": 1000,
+                         "confidence": 0.95,
+                         "groups": {"a": {"n": 3, "judged": True,
+                                          "scores": {"rougeL": {"value": 0.4, "ci_low": 0.3, "ci_high": 0.5}}},
+                                    "b": {"n": 1, "judged": False,
+                                          "scores": {"rougeL": {"value": 0.2, "ci_low": None, "ci_high": None}}}},
+                         "gaps": {"rougeL": None}}},
+    "held_out": None,
 }
 EXPORT_RECORD = {"schema_version": 1, "how": "LoRA adapter (r=16) merged into the base weights", "merged": True,
                  "task": "chat", "base_model": "smollm2", "base_model_hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
@@ -102,7 +107,7 @@ def test_committed_schemas_match_the_models():
 def test_every_artifact_has_its_own_schema_file():
     names = [a.schema_name() for a in ARTIFACTS]
     assert len(set(names)) == len(names)
-    assert "eval.metrics.v1" in names and "audit.findings.v1" in names
+    assert "eval.metrics.v2" in names and "audit.findings.v1" in names
     for a in ARTIFACTS:
         schema = a.json_schema()
         assert schema["$id"].endswith(f"/{a.schema_name()}.json") and schema["description"]
@@ -127,8 +132,8 @@ def test_kinds_are_told_apart_by_task(session_run, tmp_path):
     assert isinstance(causal, CausalTrainSummary) and causal.to_json() == CAUSAL_TRAIN_SUMMARY
     generation = Metrics.read(write(tmp_path / "metrics.json", GENERATION_METRICS))
     assert isinstance(generation, GenerationMetrics) and generation.to_json() == GENERATION_METRICS
-    assert generation.slices["topic"].metric == "rougeL" and generation.slices["topic"].gap == 0.2
-    assert generation.slices["topic"].values["b"].score.ci_low is None
+    assert generation.slices["topic"].metrics == ["rougeL"] and generation.slices["topic"].gaps["rougeL"] is None
+    assert generation.slices["topic"].groups["b"].scores["rougeL"].ci_low is None
     export = ExportRecord.read(write(tmp_path / "EXPORT.json", EXPORT_RECORD))
     assert export.to_json() == EXPORT_RECORD
     # a variant class reads only its own kind
@@ -186,13 +191,13 @@ def test_an_extra_or_misspelt_key_is_refused(session_run, tmp_path, where):
     assert {"top": "n_scroed", "nested": "ci_lo", "model": "acuracy"}[where] in err
 
 
-def test_slices_hold_one_score_named_after_the_gap(tmp_path):
+def test_slices_score_every_group_on_the_field_metrics(tmp_path):
     doc = copy.deepcopy(GENERATION_METRICS)
-    doc["slices"]["topic"]["values"]["a"]["chrf"] = doc["slices"]["topic"]["values"]["a"]["rougeL"]
-    assert "one score named after the slice metric" in read_error(Metrics, write(tmp_path / "m.json", doc))
+    doc["slices"]["topic"]["groups"]["a"]["scores"]["chrf"] = doc["slices"]["topic"]["groups"]["a"]["scores"]["rougeL"]
+    assert "group 'a' is scored on ['rougeL', 'chrf']" in read_error(Metrics, write(tmp_path / "m.json", doc))
     doc = copy.deepcopy(GENERATION_METRICS)
-    doc["slices"]["topic"]["chrf_gap"] = doc["slices"]["topic"].pop("rougeL_gap")
-    assert "but the gap is 'chrf_gap'" in read_error(Metrics, write(tmp_path / "m.json", doc))
+    doc["slices"]["topic"]["gaps"] = {"chrf": None}
+    assert "gaps are given for ['chrf']" in read_error(Metrics, write(tmp_path / "m.json", doc))
 
 
 def test_findings_accepts_what_the_audit_writes_and_nothing_else(session_run, tmp_path):

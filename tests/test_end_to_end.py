@@ -76,7 +76,7 @@ def test_manifest_records_lineage(run, manifest, session_recipe, banking_slice):
     assert manifest["recipe_fingerprint"] == resolved.fingerprint()
     # every stage finished, with sha256 of its outputs, and the data stage with sha256 of its inputs
     stages = manifest["stages"]
-    assert list(stages) == ["data", "audit", "train", "evaluate", "card"]
+    assert list(stages) == ["data", "audit", "train", "reference", "evaluate", "probes", "gate", "card"]
     for name, record in stages.items():
         assert record["status"] == "done", name
         assert record["outputs"], name
@@ -215,7 +215,8 @@ def test_verify_passes_then_names_a_tampered_file(tunewise, run, run_copy, manif
     proc = tunewise("verify", run_copy)
     assert proc.returncode == 1
     assert "eval/metrics.json: modified" in proc.stderr
-    assert "1 artifact(s) do not match" in proc.stderr
+    assert "2 artifact(s) do not match" in proc.stderr  # the file, and the card's citation of it
+    assert "eval/metrics.json: cited by the model card with another sha256" in proc.stderr
 
 
 def test_evaluate_force_reruns_only_evaluation_and_reproduces_the_metrics(tunewise, run_copy, metrics, jsonl,
@@ -294,7 +295,8 @@ def test_kill_9_during_training_then_resume(make_recipe, tunewise, cli_env, json
     assert summary["epochs_run"] == 4
     assert (root / "eval" / "metrics.json").is_file() and (root / "report.html").is_file()
     manifest = json.loads((root / "manifest.json").read_text())
-    assert [r["status"] for r in manifest["stages"].values()] == ["done"] * 5
+    assert list(manifest["stages"]) == ["data", "audit", "train", "reference", "evaluate", "probes", "gate", "card"]
+    assert all(r["status"] == "done" for r in manifest["stages"].values())
     assert tunewise("verify", root).returncode == 0
 
 

@@ -13,15 +13,18 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from huggingface_hub import ModelCard
 from markupsafe import escape
 
 from tunewise.artifacts import DataSummary, Metrics, TrainSummary
-from tunewise.card import model_card, report, tables
+from tunewise.card import governance, model_card, report, tables
 from tunewise.card import run as card_stage
+from tunewise.gate import run as gate_stage
 from tunewise.card.sections import GenerationSection, sections_for
 from tunewise.evaluate import text_metrics as tm
+from tunewise.evaluate.slices import mean_scorers, slice_fields
 from tunewise.recipe import Recipe
 from tunewise.rundir import RunDir, atomic_write_json, atomic_write_jsonl
 from tunewise.stages import RunOptions
@@ -53,6 +56,8 @@ def make_recipe(output_dir: Path, **card_fields) -> Recipe:
         "train": {"epochs": 3, "batch_size": 4, "lr": 2e-4},
         "evaluate": {"max_examples": N_SCORED, "bootstrap_samples": 300},
         "audit": {"enabled": False},  # these tests build the card from hand-made stage outputs
+        "probes": {"enabled": False},
+        "gate": {"metrics": {"rougeL": 0.99}},  # a rule the hand-made scores fail: the card shows why
         "card": {"intended_use": "Summarising customer dialogues for support agents.",
                  "task_type": "summarization", **card_fields},
     })
@@ -72,17 +77,14 @@ def make_eval(rows: list[dict], seed: int = 7) -> tuple[dict, list[dict], list[d
     kw = {"n_resamples": 300, "seed": seed}
     st_ft, st_base = tm.text_stats(ft, refs), tm.text_stats(base, refs)
     length = ["long" if len(r["dialogue"].split()) > 180 else "short" for r in scored]
-    slice_values = {}
-    for value in sorted(set(length)):
-        idx = [i for i, v in enumerate(length) if v == value]
-        slice_values[value] = {"n": len(idx), "rougeL": tm.score_stats(st_ft.subset(idx), **kw)["rougeL"]}
-    values = [v["rougeL"]["value"] for v in slice_values.values()]
-    gap = max(values) - min(values)
+    per_row = {"rougeL": np.array([x["rougeL"] for x in st_ft.per_example()])}
+    slices = slice_fields([{"length": v} for v in length], ["length"], mean_scorers(per_row), min_size=5,
+                          n_resamples=300, confidence=0.95, seed=seed)
     comparisons = [{"model": "fine_tuned", "baseline": "base_model", **c}
                    for c in tm.compare_stats(st_ft, st_base, **kw)]
     speed = {"seconds": 80.2, "new_tokens": 4000, "new_tokens_per_second": 49.9}
     metrics = {
-        "schema_version": 1, "task": "generation", "n_test": N_TEST, "n_scored": N_SCORED,
+        "schema_version": 2, "task": "generation", "n_test": N_TEST, "n_scored": N_SCORED,
         "signature": "tunewise:0.1.0|task:generation|boot:percentile|n:300|conf:0.95|seed:7|test:sha256=0a1b2c3d4e5f",
         "text_metric_signatures": tm.text_metric_signatures(n_refs=2),
         "generation": {"max_new_tokens": 128, "do_sample": False, "temperature": 1.0, "top_p": 1.0, "batch_size": 16,
@@ -95,7 +97,8 @@ def make_eval(rows: list[dict], seed: int = 7) -> tuple[dict, list[dict], list[d
                            "generation_speed": speed, "metrics": tm.score_stats(st_base, **kw)},
         },
         "comparisons": comparisons,
-        "slices": {"length": {"values": slice_values, "rougeL_gap": gap}},
+        "slices": slices,
+        "held_out": None,
     }
 
     def lines(preds: list[str], stats: tm.TextStats) -> list[dict]:
@@ -189,6 +192,7 @@ def run(tmp_path_factory) -> dict:
     rd.run_stage("data", data)
     rd.run_stage("train", train)
     rd.run_stage("evaluate", evaluate)
+    assert gate_stage(rd, RunOptions()).ran
     outcome = card_stage(rd, RunOptions())
     assert outcome.ran
     return {"rd": rd, "recipe": recipe, "metrics": metrics, "typed": Metrics.from_json(metrics),
@@ -256,7 +260,7 @@ def test_card_metrics_table_has_both_models_with_cis(run):
     # the intro and headline follow the generation wording, with the scored subset stated
     assert ("A summarization model fine-tuned from `smollm2` (HuggingFaceTB/SmolLM2-135M-Instruct) "
             "with LoRA adapters") in text
-    assert f"Evaluated on {N_SCORED} held-out test examples (of {N_TEST})" in text
+    assert f"Evaluated on {N_SCORED} test examples (of {N_TEST})" in text  # no audit: not called held out
     bleu = metrics["fine_tuned"]["metrics"]["bleu"]
     assert f"- **BLEU:** {bleu['value']:.2f} (95% CI {bleu['ci_low']:.2f}–{bleu['ci_high']:.2f})" in text
 
@@ -289,7 +293,7 @@ def test_card_comparisons_signatures_settings_and_training(run):
         assert heading not in text
     assert 'pipeline("text-generation"' in text and "max_new_tokens=128" in text
     assert "PeftModel.from_pretrained" in text
-    limitations = _section(text, "## Limitations")
+    limitations = _section(text, "### Limitations")
     assert f"Only the first {N_SCORED} of {N_TEST} test examples" in limitations
     assert "do not measure factual accuracy" in limitations
     assert "test set is small (40 scored examples" in limitations and "ROUGE-L interval is" in limitations
@@ -297,15 +301,14 @@ def test_card_comparisons_signatures_settings_and_training(run):
 
 def test_card_slices_use_the_generation_metric(run):
     text = run["card_path"].read_text(encoding="utf-8")
-    section = _section(text, "### Slices (fine-tuned model per metadata value)")
+    section = _section(text, "### Slice gaps")
     info = run["metrics"]["slices"]["length"]
-    first = True
-    for value, v in info["values"].items():
-        r = v["rougeL"]
-        gap = f" {info['rougeL_gap']:.3f} |" if first else "  |"
-        row = f"| length | {value} | {v['n']} | ROUGE-L | {r['value']:.3f} | {r['ci_low']:.3f}–{r['ci_high']:.3f} |"
-        assert row + gap in section
-        first = False
+    gap = info["gaps"]["rougeL"]
+    assert (f"| length | ROUGE-L | {gap['value']:.3f} | {gap['ci_low']:.3f}–{gap['ci_high']:.3f} | "
+            f"{gap['highest']} vs {gap['lowest']} |") in section
+    for value, g in info["groups"].items():
+        r = g["scores"]["rougeL"]
+        assert f"| length | {value} | {g['n']} | {r['value']:.3f} | {r['ci_low']:.3f}–{r['ci_high']:.3f} |" in section
 
 
 def test_card_example_generations_are_escaped(run):
@@ -338,7 +341,7 @@ def test_report_renders_generation_sections_escaped(run):
     assert "[link](http://evil.test)" in outside_card  # shown literally (escaped HTML, not a link)
     assert not re.search(r'href="(?!#)', outside_card)  # only the SVGs' internal references
     # the three plots: training curves and one forest per scale, ids unique across the inlined SVGs
-    assert outside_card.count("<svg") == 3
+    assert outside_card.count("<svg") == 4
     for title in ("Training curves", "BLEU, chrF (0–100) with 95% bootstrap CIs", "validation token accuracy",
                   "ROUGE-1, ROUGE-2, ROUGE-L, exact match (0–1) with 95% bootstrap CIs"):
         assert title in page, title
@@ -357,7 +360,12 @@ def test_report_renders_generation_sections_escaped(run):
         assert f"<code>{line['id']}</code>" in page
         assert str(escape(line["reference"]))[:60] in page
     assert "#Person1#: " in page  # dialogue turns kept (pre-wrap), not collapsed
-    assert "Slices (fine-tuned model per metadata value)" in page
+    assert "<h2>Slice gaps</h2>" in page and "Largest slice gap per field" in page
+    # the gate verdict with its reasons, the cost estimate and both governance tables are in the report too
+    assert "<h2>Release gate: FAILED</h2>" in page and "the lower bound" in page
+    assert "<h2>Training cost</h2>" in page and "gCO₂e/kWh" in page
+    assert "NIST AI RMF 1.0" in page and "ISO/IEC 42001:2023 Annex A" in page
+    assert str(run["rd"].root.resolve()) not in outside_card  # no absolute local path in a shared report
     for absent in ("Reliability diagram", "Confusion matrix", "Per-class results", "Calibration</h3>"):
         assert absent not in page
     for url in re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", outside_card, flags=re.I):
@@ -405,19 +413,27 @@ def with_slices(metrics: dict, slices: dict) -> Metrics:
     return Metrics.from_json({**metrics, "slices": slices})
 
 
-def test_tables_generic_slices_and_digits(run):
-    metrics = with_slices(run["metrics"], {"topic": {"values": {
-        "a": {"n": 3, "rougeL": {"value": 0.41, "ci_low": 0.3, "ci_high": 0.5}},
-        "b": {"n": 1, "rougeL": {"value": 0.2, "ci_low": None, "ci_high": None}}}, "rougeL_gap": 0.21}})
-    rows = tables.slice_rows(metrics.slices)
-    assert [(r["metric"], r["score_s"], r["ci_s"], r["gap_s"]) for r in rows] == [
-        ("rougeL", "0.410", "0.300–0.500", "0.210"), ("rougeL", "0.200", "—", "")]
+def test_slice_tables_generic_metrics_too_small_groups_and_digits(run):
+    group = lambda n, v, lo, hi, judged: {"n": n, "judged": judged,  # noqa: E731
+                                          "scores": {"chrf": {"value": v, "ci_low": lo, "ci_high": hi}}}
+    metrics = with_slices(run["metrics"], {"topic": {
+        "metrics": ["chrf"], "min_size": 3, "n_resamples": 300, "confidence": 0.9, "too_small": ["c"],
+        "groups": {"a": group(3, 41.0, 30.0, 50.0, True), "b": group(4, 20.0, 10.0, 25.0, True),
+                   "c": group(1, 5.0, None, None, False)},
+        "gaps": {"chrf": {"value": 21.0, "ci_low": 8.0, "ci_high": 36.0, "highest": "a", "lowest": "b",
+                          "metric_range": 100.0}}}})
+    gaps = governance.gap_rows(metrics)
+    assert [(r["metric_label"], r["gap_s"], r["ci_s"], r["between"], r["too_small"]) for r in gaps] == [
+        ("chrF", "21.00", "8.00–36.00", "a vs b", "c (n=1)")]
+    rows = governance.group_rows(metrics)
+    assert [(r["value"], r["judged"], r["cells"][0]["value_s"], r["cells"][0]["ci_s"]) for r in rows] == [
+        ("a", True, "41.00", "30.00–50.00"), ("b", True, "20.00", "10.00–25.00"), ("c", False, "5.00", "—")]
+    # the forest plot and the gate read chrF gaps on the 0-1 scale
+    assert governance.gap_forest_rows(metrics) == [("chrF gap", "topic", 0.21, 0.08, 0.36)]
     assert tables.digits("bleu") == 2 and tables.digits("accuracy") == 3
-    # accuracy slices (classification) keep their accuracy columns
-    app = {"n": 4, "accuracy": {"value": 0.75, "ci_low": 0.5, "ci_high": 1.0}}
-    cls = with_slices(run["metrics"], {"channel": {"values": {"app": app}, "accuracy_gap": 0.0}})
-    first = tables.slice_rows(cls.slices)[0]
-    assert first["accuracy_s"] == "0.750" and first["metric"] == "accuracy"
+    # the card's header names the slices' own confidence level, not a fixed 95%
+    md = model_card.build_model_card(run["recipe"], metrics, TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY).text
+    assert "| field | metric | largest gap | 90% CI |" in md and "| topic | c (too small) | 1 |" in md
 
 
 def test_generation_and_chat_use_the_generation_section(run):
@@ -445,9 +461,11 @@ def test_chat_run_without_baseline(run, tmp_path):
     parsed = ModelCard(str(md))
     assert {r.task_type for r in parsed.data.eval_results} == {"text-generation"}
     assert "A chat model fine-tuned from `smollm2`" in md.text
-    assert f"Evaluated on {N_TEST} held-out test examples:" in md.text and "against the base model" not in md.text
+    # no audit ran, so the card does not call the test split held out
+    assert f"Evaluated on {N_TEST} test examples:" in md.text and "against the base model" not in md.text
+    assert "not known to be held out" in md.text
     assert "_No comparisons were run._" in md.text
     assert "| metric | scale | fine_tuned | 95% CI |\n" in md.text
     assert "OpenAI-style messages, loss on assistant turns" in md.text
     page = report.render_report(recipe, metrics, train_log(), TYPED_TRAIN_SUMMARY, TYPED_DATA_SUMMARY, str(md))
-    assert "No comparisons were run." in page and page.count("<svg") == 3
+    assert "No comparisons were run." in page and page.count("<svg") == 4  # 3 + the slice-gap forest

@@ -217,6 +217,8 @@ def test_extra_outputs_outside_the_stage_folder_are_recorded(rd, inputs):
     rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
     rd.run_stage("train", FakeStage(inputs, "model.txt"))
     rd.run_stage("evaluate", FakeStage(inputs, "metrics.txt"))
+    rd.run_stage("probes", FakeStage(inputs, "probes.txt"))
+    rd.run_stage("gate", FakeStage(inputs, "gate.txt"))
     rd.run_stage("card", write)  # report.html is declared in the registry as the card stage's extra output
     assert rd.stage_record("card")["outputs"]["report.html"] == sha256_file(rd.root / "report.html")
 
@@ -325,7 +327,7 @@ def test_upstream_comes_from_the_registry_and_follows_the_recipe(tmp_path, input
     unaudited = validate_recipe({"name": "x", "data": {"train": str(inputs)}, "audit": {"enabled": False}})
     assert stages.get("train").upstream(audited) == ["data", "audit"]
     assert stages.get("train").upstream(unaudited) == ["data"]
-    assert stages.get("card").upstream(unaudited) == ["data", "train", "evaluate"]
+    assert stages.get("card").upstream(unaudited) == ["data", "train", "evaluate", "probes", "gate"]
     # every stage's needs are earlier stages, and each folder is owned once
     order = stages.names()
     for s in stages.STAGES:

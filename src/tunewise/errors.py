@@ -31,3 +31,10 @@ class VerifyError(RunDirError):
 
 class AuditBlocked(TunewiseError):
     """The data audit found blocking problems that `audit.allow` does not accept; training does not start."""
+
+
+class GateFailed(TunewiseError):
+    """The release gate (gate/gate.json) failed: everything was written, but the evidence does not meet the
+    recipe's `gate:` rules. Exit code 3, so CI pipelines can tell it from an error."""
+
+    exit_code = 3

@@ -16,11 +16,17 @@ from tunewise.stages import RunOptions
 def open_run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, fresh: bool = False) -> RunDir:
     """The run directory for a recipe (created on first use; reopened when the resolved recipe is the same).
     `fresh`: start a new manifest over a run directory made by an older tunewise."""
+    recipe_dir = None
     if not isinstance(recipe, Recipe):
+        recipe_dir = str(Path(recipe).resolve().parent)
         recipe = load_recipe(recipe, overrides or [])
     elif overrides:
         raise TypeError("overrides apply to a recipe file; pass a path, or change the Recipe object instead")
-    return RunDir.for_recipe(recipe, fresh=fresh)
+    rd = RunDir.for_recipe(recipe, fresh=fresh)
+    if recipe_dir and rd.manifest.get("recipe_dir") is None:  # cards show local paths relative to it
+        rd.manifest["recipe_dir"] = recipe_dir
+        rd.save_manifest()
+    return rd
 
 
 def run_stage(rd: RunDir, name: str, options: RunOptions = RunOptions()) -> StageOutcome:
@@ -38,6 +44,10 @@ def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resu
     for stage in stages.STAGES:
         if stage.enabled(rd.recipe):
             echo(stage.run(rd, options).message)
+    if stages.get("gate").enabled(rd.recipe):
+        from tunewise.artifacts.gate import require_gate_passed
+
+        require_gate_passed(rd)  # after everything is written: GateFailed (exit 3) when a rule failed
     return rd.root
 
 

@@ -127,10 +127,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def hash_tree(folder: Path, root: Path) -> dict[str, str]:
-    """sha256 of every file under folder, keyed by path relative to root."""
+def hash_tree(folder: Path, root: Path, skip: Callable[[str], bool] = lambda rel: False) -> dict[str, str]:
+    """sha256 of every file under folder, keyed by path relative to root; `skip(path relative to folder)` leaves
+    files out (a stage's live state)."""
     return {str(p.relative_to(root)): sha256_file(p) for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.name.endswith(".tmp")}
+            if p.is_file() and not p.name.endswith(".tmp") and not skip(str(p.relative_to(folder)))}
 
 
 # ---------------------------------------------------------------- environment facts for lineage
@@ -187,7 +188,9 @@ class RunDir:
         root = Path(recipe.output_dir) / f"{recipe.name}-{recipe.fingerprint()}"
         root.mkdir(parents=True, exist_ok=True)
         if (root / MANIFEST).exists() and not (fresh and _layout_of(root) != LAYOUT):
-            return cls.open(root)
+            rd = cls.open(root)
+            rd.record_gate_section(recipe, why="tunewise run")  # the gate is not part of the run id
+            return rd
         from tunewise.hardware import cpu_facts  # imports torch: only when a run directory is made
 
         manifest = {
@@ -226,6 +229,25 @@ class RunDir:
                               f"layout {LAYOUT}); rerun it: `tunewise run {root / RECIPE} --force` starts it afresh")
         recipe = validate_recipe(manifest["recipe"], source=str(root / MANIFEST))
         return cls(root, recipe, manifest)
+
+    def record_gate_section(self, recipe: Recipe, *, why: str) -> None:
+        """Adopt `recipe`'s gate section, which is not part of the run id (re-judging a run needs no retraining):
+        recipe.yaml and the manifest's recipe take it, and `recipe_changes` records what changed, when and why.
+        Nothing happens when the section is the same."""
+        if recipe.fingerprint() != self.recipe.fingerprint():
+            raise RunDirError(f"{self.root}: the recipe differs from the run's beyond its gate section")
+        if recipe.gate == self.recipe.gate:
+            return
+        before = self.recipe.gate.model_dump(mode="json")
+        self.recipe = self.recipe.model_copy(update={"gate": recipe.gate})
+        self.manifest["recipe"] = self.recipe.model_dump(mode="json")
+        atomic_write_text(self.root / RECIPE, self.recipe.to_yaml())
+        previous = self.manifest.get("recipe_sha256")
+        self.manifest["recipe_sha256"] = sha256_file(self.root / RECIPE)
+        self.manifest.setdefault("recipe_changes", []).append({
+            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "by": why, "section": "gate", "before": before,
+            "after": recipe.gate.model_dump(mode="json"), "previous_recipe_sha256": previous})
+        self.save_manifest()
 
     # -- paths
     def stage_dir(self, stage: str) -> Path:
@@ -291,7 +313,7 @@ class RunDir:
         t0 = time.perf_counter()
         message = fn(folder) or f"{stage}: done"
         seconds = time.perf_counter() - t0
-        outputs = hash_tree(folder, self.root)
+        outputs = hash_tree(folder, self.root, skip=declared.is_state)  # live state is not evidence
         for rel in extra_outputs:
             outputs[rel] = sha256_file(self.root / rel)
         self.manifest["stages"][stage].update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -337,8 +359,31 @@ class RunDir:
             if folder.is_dir():
                 for p in folder.rglob("*"):
                     rel = str(p.relative_to(self.root))
-                    if p.is_file() and rel not in recorded and not p.name.endswith(".tmp"):
+                    if p.is_file() and rel not in recorded and not p.name.endswith(".tmp") \
+                            and not stages.get(stage).is_state(str(p.relative_to(folder))):
                         problems.append(f"{rel}: not recorded in the manifest (added after the run)")
+        return problems + self._citation_problems()
+
+    def _citation_problems(self) -> list[str]:
+        """The files the model card cites (card/citations.json) must hash as cited, and as the manifest records."""
+        from tunewise.artifacts.card import CITATIONS_FILE, Citations
+
+        path = self.stage_dir("card") / CITATIONS_FILE
+        if not self.is_done("card") or not path.is_file():
+            return []
+        recorded = {rel: digest for rec in self.manifest["stages"].values()
+                    for rel, digest in rec.get("outputs", {}).items()}
+        recorded[RECIPE] = self.manifest.get("recipe_sha256")
+        problems = []
+        for cite in Citations.read(path).files:
+            p = self.root / cite.path
+            if not p.is_file():
+                problems.append(f"{cite.path}: cited by the model card, missing")
+            elif sha256_file(p) != cite.sha256:
+                problems.append(f"{cite.path}: cited by the model card with another sha256 than the file has now")
+            elif recorded.get(cite.path) != cite.sha256:
+                problems.append(f"{cite.path}: cited by the model card with another sha256 than manifest.json "
+                                f"records; rerun the card stage")
         return problems
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from tunewise.artifacts.base import Artifact, Open, Strict, omitted
+from tunewise.artifacts.base import Artifact, Strict
 
 FINE_TUNED = "fine_tuned"
 
@@ -43,67 +43,75 @@ class Comparison(Strict):
     confidence: float = Field(description="Confidence level of the interval.")
 
 
-class SliceScore(Strict):
-    """The fine-tuned model's score on the rows with one slice value; no interval where it cannot be computed
-    (fewer than 2 rows, or identical scores)."""
-
-    value: float = Field(description="The score on these rows.")
-    ci_low: float | None = Field(description="Lower bound; null when no interval could be computed.")
-    ci_high: float | None = Field(description="Upper bound; null when no interval could be computed.")
-    n_resamples: int | None = omitted("Classification slices with an interval: bootstrap resamples.")
-    confidence: float | None = omitted("Classification slices with an interval: confidence level.")
-    method: Literal["percentile"] | None = omitted("Classification slices with an interval: interval method.")
+# scores on 0-100 (sacrebleu's); every other score is on 0-1. A slice gap is compared with gate.max_slice_gap / 100
+METRIC_RANGE = {"bleu": 100.0, "chrf": 100.0}
 
 
-class SliceValue(Open):
-    """The rows with one value of a slice field: `n` and one score keyed by the slice metric's name
-    (e.g. `accuracy` or `rougeL`)."""
+class GroupScore(Strict):
+    """One slice group's score with its percentile bootstrap interval (resampling the group's own rows); no
+    interval for a group of one row."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"minProperties": 2, "maxProperties": 2})
-    __pydantic_extra__: dict[str, SliceScore] = Field(init=False)
+    value: float = Field(description="The score on the group's rows.")
+    ci_low: float | None = Field(description="Lower bound; null for a group of one row.")
+    ci_high: float | None = Field(description="Upper bound; null for a group of one row.")
+
+
+class SliceGroup(Strict):
+    """The test rows with one value of a slice field."""
+
     n: int = Field(description="Test rows with this value.")
+    judged: bool = Field(description="n reaches evaluate.min_slice_size: the group takes part in the gap.")
+    scores: dict[str, GroupScore] = Field(description="Per slice metric (the field's `metrics`).")
+
+
+class SliceGap(Strict):
+    """The largest difference between two judged groups' scores, with a bootstrap interval: every group's rows are
+    resampled (group sizes fixed), and the max-minus-min gap is recomputed on each resample."""
+
+    value: float = Field(description="Highest minus lowest judged group's score on the whole test set.")
+    ci_low: float = Field(description="Lower bound of the gap's percentile interval.")
+    ci_high: float = Field(description="Upper bound of the gap's percentile interval. The resampled max-minus-min is "
+                                       "biased upward, so the interval is widened to include `value` where it "
+                                       "would sit wholly above it.")
+    highest: str = Field(description="The judged group with the highest score.")
+    lowest: str = Field(description="The judged group with the lowest score.")
+    metric_range: float = Field(description="The metric's full range (1, or 100 for BLEU and chrF).")
+
+
+class SliceField(Strict):
+    """One metadata field (data.slice_fields): every group's scores, the groups too small to judge, and the largest
+    gap per metric among the judged groups."""
+
+    metrics: list[str] = Field(description="The slice metrics: accuracy and macro_f1 for classification; rougeL "
+                                           "and/or chrf (sentence-level) for generation and chat.")
+    min_size: int = Field(description="evaluate.min_slice_size: smaller groups are listed but not judged.")
+    groups: dict[str, SliceGroup] = Field(description="Per value of the field, in sorted order; rows without the "
+                                                      "field are the group `(missing)`.")
+    too_small: list[str] = Field(description="Groups with fewer than min_size rows, left out of the gaps.")
+    gaps: dict[str, SliceGap | None] = Field(description="Per metric, the largest gap between judged groups; null "
+                                                         "with fewer than two judged groups.")
+    n_resamples: int = Field(description="Bootstrap resamples.")
+    confidence: float = Field(description="Confidence level of the intervals.")
 
     @model_validator(mode="after")
-    def _one_score(self) -> "SliceValue":
-        if len(self.__pydantic_extra__) != 1:
-            raise ValueError(f"expected `n` and one score named after the slice metric, got keys "
-                             f"{['n', *self.__pydantic_extra__]}")
+    def _consistent(self) -> "SliceField":
+        if list(self.gaps) != self.metrics:
+            raise ValueError(f"gaps are given for {list(self.gaps)}, but the metrics are {self.metrics}")
+        for name, group in self.groups.items():
+            if list(group.scores) != self.metrics:
+                raise ValueError(f"group {name!r} is scored on {list(group.scores)}, not {self.metrics}")
         return self
 
-    @property
-    def metric(self) -> str:
-        return next(iter(self.__pydantic_extra__))
 
-    @property
-    def score(self) -> SliceScore:
-        return next(iter(self.__pydantic_extra__.values()))
+class HeldOut(Strict):
+    """The fine-tuned model on the test rows that the audit did not flag as copies or near-copies of train rows
+    (audit check `leak`): the score of the truly held-out part, shown beside the headline."""
 
-
-class SliceField(Open):
-    """One metadata field (data.slice_fields): the score per value, and `<metric>_gap`, the largest difference
-    between two values' scores (null when there are none)."""
-
-    model_config = ConfigDict(extra="allow", json_schema_extra={"minProperties": 2, "maxProperties": 2})
-    __pydantic_extra__: dict[str, float | None] = Field(init=False)
-    values: dict[str, SliceValue] = Field(description="Per value of the field, in sorted order.")
-
-    @model_validator(mode="after")
-    def _one_gap(self) -> "SliceField":
-        keys = list(self.__pydantic_extra__)
-        if len(keys) != 1 or not keys[0].endswith("_gap"):
-            raise ValueError(f"expected `values` and one `<metric>_gap`, got keys {['values', *keys]}")
-        wrong = sorted({v.metric for v in self.values.values()} - {self.metric})
-        if wrong:
-            raise ValueError(f"the values are scored with {wrong}, but the gap is {keys[0]!r}")
-        return self
-
-    @property
-    def metric(self) -> str:
-        return next(iter(self.__pydantic_extra__)).removesuffix("_gap")
-
-    @property
-    def gap(self) -> float | None:
-        return next(iter(self.__pydantic_extra__.values()))
+    flagged_rows: int = Field(description="Scored test rows the audit flagged as leaked from train.")
+    kept_rows: int = Field(description="Scored test rows left.")
+    kinds: dict[str, int] = Field(description="Flagged rows per leak kind (exact, near, prompt, ngram).")
+    metrics: dict[str, Score] = Field(description="The fine-tuned model's metrics on the kept rows; empty when "
+                                                  "fewer than two rows are left.")
 
 
 class ModelScores(Strict):
@@ -181,7 +189,7 @@ class Metrics(Artifact):
 
     FILE = "metrics.json"
     STAGE = "evaluate"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2  # 2: slices with several metrics, gap intervals and too-small groups; held_out
     DISCRIMINATOR = "task"
 
     task: str = Field(description="The recipe's task; it decides the kind of file.")
@@ -191,6 +199,8 @@ class Metrics(Artifact):
     models: Mapping[str, ModelScores] = Field(description="fine_tuned and each baseline.")
     comparisons: list[Comparison] = Field(description="fine_tuned against each baseline, per metric.")
     slices: dict[str, SliceField] = Field(description="Per data.slice_fields field; empty without slice fields.")
+    held_out: HeldOut | None = Field(description="Scores without the test rows the audit flagged as leaked from "
+                                                 "train; null when the audit is disabled or flagged none.")
 
     @model_validator(mode="after")
     def _comparable_models(self) -> "Metrics":

@@ -19,7 +19,7 @@ import tunewise
 from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.metrics import Metrics
 from tunewise.artifacts.train import TrainSummary
-from tunewise.card import tables
+from tunewise.card import governance, tables
 from tunewise.card.sections import sections_for
 from tunewise.recipe import Recipe
 from tunewise.tasks import task_for
@@ -45,11 +45,13 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 def build_model_card(recipe: Recipe, metrics: Metrics, train_summary: TrainSummary, data_summary: DataSummary,
                      *, datacard_path: str | None = None, examples: list[dict[str, Any]] | None = None,
-                     audit: dict[str, Any] | None = None) -> ModelCard:
-    """Build the card; `str(card)` is the MODEL_CARD.md text (YAML header + markdown body).
+                     audit: dict[str, Any] | None = None, gov: dict[str, Any] | None = None) -> ModelCard:
+    """Build the card; `str(card)` is the card/README.md text (YAML header + markdown body).
 
     `examples` (tasks with prompts): example generations as `load_examples` returns them. `audit`:
-    `tunewise.card.audit.audit_summary`.
+    `tunewise.card.audit.audit_summary`. `gov`: what only the run directory knows (gate verdict, cost, governance
+    tables, probe sections, hashes, the recipe's folder), as the card stage's `governance_context` builds it; None
+    leaves those sections out.
     """
     task = task_for(recipe)
     sections = sections_for(recipe)
@@ -73,7 +75,7 @@ def build_model_card(recipe: Recipe, metrics: Metrics, train_summary: TrainSumma
         eval_results=eval_results(recipe, metrics, data_summary) or None,
     )
     body = render_card_body(recipe, metrics, train_summary, data_summary, datacard_path=datacard_path,
-                            examples=examples, audit=audit)
+                            examples=examples, audit=audit, gov=gov)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
 
 
@@ -105,7 +107,7 @@ def _test_dataset(recipe: Recipe, data_summary: DataSummary) -> tuple[str, str]:
         name = test.source_file[3:].split(":")[0]
         return name, name
     carved = " carved from it" if test.carved_from else ""
-    return "local", f"{Path(test.source_file).name} (held-out test split{carved})"
+    return "local", f"{Path(test.source_file).name} (test split{carved})"
 
 
 def hub_task_type(recipe: Recipe) -> str:
@@ -198,12 +200,54 @@ def training_rows(recipe: Recipe, train_summary: TrainSummary, *, markdown: bool
     return rows
 
 
+def _test_words(metrics: Metrics, audit: dict[str, Any] | None) -> tuple[str, str]:
+    """("held-out test" or "test", the evaluation-data sentence): the test split is called held out only when the
+    audit checked it for copies of training rows and found none."""
+    n = f"{metrics.n_scored} examples" + (f" of {metrics.n_test}" if metrics.n_scored != metrics.n_test else "")
+    if metrics.held_out is not None:
+        return "test", (f"All numbers are on the test split ({n}). It is not fully held out: see the note below.")
+    if audit is not None and audit.get("enabled"):
+        return "held-out test", (f"All numbers are on the held-out test split ({n}): the data audit found no test "
+                                 f"row that copies or near-copies a training row (check `leak`).")
+    return "test", (f"All numbers are on the test split ({n}). It was not checked for copies of training rows (the "
+                    f"data audit did not run), so it is not known to be held out.")
+
+
+def run_dir_shown(recipe: Recipe, gov: dict[str, Any] | None) -> str:
+    """The run directory as a shared card shows it: relative to the recipe's folder (never an absolute path)."""
+    root = f"{recipe.output_dir}/{recipe.name}-{recipe.fingerprint()}"
+    return governance.shown_path(root, gov["path_base"] if gov else None) if Path(root).is_absolute() else root
+
+
 def card_context(recipe: Recipe, metrics: Metrics, train_summary: TrainSummary, data_summary: DataSummary,
-                 examples: list[dict[str, Any]] | None, *, prompt_chars: int, text_chars: int) -> dict[str, Any]:
+                 examples: list[dict[str, Any]] | None, *, prompt_chars: int, text_chars: int,
+                 audit: dict[str, Any] | None = None, gov: dict[str, Any] | None = None) -> dict[str, Any]:
     """The template variables the card and the report share, and those of the task's sections."""
     task = task_for(recipe)
+    base = gov["path_base"] if gov else None
     splits = tables.split_rows(data_summary)
+    for row in splits:
+        row["file_shown"] = governance.shown_path(row["file"], base)
+    test_words, test_sentence = _test_words(metrics, audit)
+    slice_metrics = list(dict.fromkeys(m for info in metrics.slices.values() for m in info.metrics))
+    conf = metrics.confidence()
     ctx = {
+        "gov": gov,
+        "test_words": test_words,
+        "test_sentence": test_sentence,
+        "held_out": governance.held_out_context(metrics),
+        "slice_gaps": governance.gap_rows(metrics),
+        "slice_groups": governance.group_rows(metrics),
+        "slice_metric_labels": [tables.metric_label(m) for m in slice_metrics],
+        "slice_conf": tables.pct(next(iter(metrics.slices.values())).confidence if metrics.slices else conf),
+        "min_slice_size": recipe.evaluate.min_slice_size,
+        "base_shown": governance.shown_path(recipe.model.base, base),
+        "finetune_method": f"{train_summary.method}" + (f" (LoRA r {recipe.model.lora_r})"
+                                                        if train_summary.method == "lora" else " (every weight)"),
+        "run_dir": run_dir_shown(recipe, gov),
+        "ethics": ethical_considerations(recipe, metrics, data_summary, audit, gov),
+        "recommendations": recommendations(recipe, metrics, gov),
+        "test_hashes": test_hashes(data_summary, gov),
         "recipe": recipe,
         "model_name": recipe.card.model_name or recipe.name,
         "base_hub": hub_base_model(recipe.model.base),
@@ -218,7 +262,6 @@ def card_context(recipe: Recipe, metrics: Metrics, train_summary: TrainSummary, 
         "model_descriptions": [(m, metrics.models[m].description) for m in metrics.model_order()
                                if metrics.models[m].description],
         "comparisons": tables.comparison_rows(metrics),
-        "slices": tables.slice_rows(metrics.slices),
         "auto_limitations": auto_limitations(recipe, metrics, splits),
         "signature": metrics.signature,
         "fingerprint": recipe.fingerprint(),
@@ -238,21 +281,90 @@ def render(env: jinja2.Environment, page: str, ext: str, recipe: Recipe, ctx: di
 
 def render_card_body(recipe: Recipe, metrics: Metrics, train_summary: TrainSummary, data_summary: DataSummary, *,
                      datacard_path: str | None = None, examples: list[dict[str, Any]] | None = None,
-                     audit: dict[str, Any] | None = None, prompt_chars: int = 300, text_chars: int = 400) -> str:
+                     audit: dict[str, Any] | None = None, gov: dict[str, Any] | None = None,
+                     prompt_chars: int = 300, text_chars: int = 400) -> str:
     """The markdown body (everything below the YAML header). `audit`: `tunewise.card.audit.audit_summary`.
     Example texts are cut to `prompt_chars` / `text_chars` characters (head and tail kept)."""
     ctx = card_context(recipe, metrics, train_summary, data_summary, examples, prompt_chars=prompt_chars,
-                       text_chars=text_chars)
+                       text_chars=text_chars, audit=audit, gov=gov)
     ctx.update({
         "datacard_path": datacard_path,
         "audit": audit,
         "training": training_rows(recipe, train_summary),
         "bootstrap": _bootstrap_words(metrics),
         "limitations": list(recipe.card.limitations),
-        "run_dir": f"{recipe.output_dir}/{recipe.name}-{recipe.fingerprint()}",
         "version": tunewise.__version__,
     })
     return render(template_env(autoescape=False), "model_card", "md", recipe, ctx)
+
+
+def ethical_considerations(recipe: Recipe, metrics: Metrics, data_summary: DataSummary,
+                           audit: dict[str, Any] | None, gov: dict[str, Any] | None) -> list[str]:
+    """What a reviewer should weigh, read off the evidence: personal data, groups compared, bias probes, licences."""
+    out = []
+    personal = {split: f.contains_personal_data for split, f in data_summary.files.items()}
+    if any(v for v in personal.values()):
+        out.append("Some training or test data is declared to contain personal data: the model may reproduce it, "
+                   "and its use falls under data-protection law.")
+    elif any(v is None for v in personal.values()):
+        out.append("Not every data file declares whether it holds personal data; the audit's PII scan "
+                   "(`audit/findings.json`) is the only check made.")
+    else:
+        out.append("Every data file is declared free of personal data; the audit's PII scan checks the claim.")
+    if audit is not None and audit.get("enabled"):
+        pii = next((r for r in audit["rows"] if r["check"] == "pii"), None)
+        if pii and pii["count"]:
+            out.append(f"The audit found personal data (e-mail, phone, card, IBAN, IP or SSN-like) in {pii['count']} "
+                       f"row(s); see the dataset card.")
+    if metrics.slices:
+        worst = max((g for info in metrics.slices.values() for g in info.gaps.values() if g is not None),
+                    key=lambda g: g.ci_high / g.metric_range, default=None)
+        if worst is not None:
+            out.append(f"Groups are served unequally to some degree: the largest slice gap is "
+                       f"{worst.value / worst.metric_range:.3f} ({worst.highest} vs {worst.lowest}), upper bound "
+                       f"{worst.ci_high / worst.metric_range:.3f}. Whether that is acceptable depends on who the "
+                       f"groups are and what an error costs them.")
+    else:
+        out.append("No groups were compared (no data.slice_fields): fairness across the people or settings the "
+                   "model serves was not measured.")
+    if not (gov and gov.get("probes_md")):
+        out.append("No identity-term or stereotype probes ran, so sensitivity to gender, names, nationality, "
+                   "religion or age was not measured.")
+    out.append(f"Intended use category: {recipe.intended_use} (`intended_use`); the audit checks each data "
+               f"licence against it.")
+    return out
+
+
+def recommendations(recipe: Recipe, metrics: Metrics, gov: dict[str, Any] | None) -> list[str]:
+    out = []
+    if gov and gov.get("gate") and gov["gate"]["n_failed"]:
+        failed = ", ".join(f"`{r['rule']}`" for r in gov["gate"]["rules"] if not r["passed"])
+        out.append(f"Do not release as is: the release gate failed ({failed}).")
+    if metrics.held_out is not None:
+        out.append("Remove the test rows that copy training rows (audit check `leak`) and re-evaluate before quoting "
+                   "the headline as a generalisation estimate.")
+    too_small = sorted({f"{field}={v}" for field, info in metrics.slices.items() for v in info.too_small})
+    if too_small:
+        out.append(f"Collect more test rows for the groups too small to judge ({', '.join(too_small[:8])}"
+                   f"{', ...' if len(too_small) > 8 else ''}) before drawing conclusions about them.")
+    out.append("Monitor the model on live traffic against its reference profile and re-run this evaluation on "
+               "fresh data before each release.")
+    out.append("Keep a human able to review or override the model's decisions where an error harms someone.")
+    return out
+
+
+def test_hashes(data_summary: DataSummary, gov: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The test data's two hashes, each labelled: the source file as read, and the run's copy that was scored."""
+    test = data_summary.splits["test"]
+    out = []
+    if test.sha256:
+        name = Path(test.source_file).name if test.source_file else "?"
+        carved = " (test carved from it, `data.test_fraction`)" if test.carved_from else ""
+        out.append({"label": f"Test source file `{name}` as read{carved}, sha256", "sha": test.sha256})
+    if gov and gov.get("test_copy_sha"):
+        out.append({"label": "The run's copy of the test split, `data/test.jsonl` (what was scored), sha256",
+                    "sha": gov["test_copy_sha"]})
+    return out
 
 
 PREDICTION_KEYS = ("id", "prompt", "references", "prediction")  # what a generation predictions row always holds

@@ -9,12 +9,11 @@ validated when read (`tunewise.artifacts`), so a row reads its fields directly; 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
 from tunewise.artifacts.data import DataSummary
-from tunewise.artifacts.metrics import FINE_TUNED, ClassificationMetrics, GenerationMetrics, Metrics, SliceField
+from tunewise.artifacts.metrics import FINE_TUNED, ClassificationMetrics, GenerationMetrics, Metrics
 from tunewise.artifacts.train import CausalTrainSummary
 
 NOT_DECLARED = "not declared"
@@ -110,25 +109,6 @@ def per_class_rows(metrics: ClassificationMetrics) -> list[dict[str, Any]]:
     rows = [{"label": label, "f1": r.f1, "precision_s": fmt(r.precision), "recall_s": fmt(r.recall),
              "f1_s": fmt(r.f1), "support": r.support} for label, r in metrics.per_class.items()]
     rows.sort(key=lambda r: (r["f1"], r["label"]))
-    return rows
-
-
-def slice_rows(slices: Mapping[str, SliceField]) -> list[dict[str, Any]]:
-    """Fine-tuned score per slice value (metrics.slices), grouped by field; each field's largest gap on its first row.
-
-    The score is the field's slice metric (accuracy for classification, e.g. rougeL for generation);
-    `accuracy_s` and `score_s` hold the same formatted value.
-    """
-    rows = []
-    for field, info in slices.items():
-        name, d = info.metric, digits(info.metric)
-        for i, (value, v) in enumerate(info.values.items()):
-            score = v.score
-            score_s = fmt(score.value, d)
-            rows.append({"field": field, "value": value, "n": v.n, "accuracy_s": score_s,
-                         "metric": name, "metric_label": metric_label(name), "score_s": score_s,
-                         "ci_s": f"{fmt(score.ci_low, d)}–{fmt(score.ci_high, d)}"
-                         if score.ci_low is not None else "—", "gap_s": fmt(info.gap, d) if i == 0 else ""})
     return rows
 
 

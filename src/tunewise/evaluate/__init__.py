@@ -22,5 +22,7 @@ def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
     from tunewise.tasks import task_for
 
     evaluate_fn = load(EVALUATORS[task_for(rd.recipe).family])
+    # the audit's leak findings give the held-out score (the test rows that are not copies of train rows)
+    audit_dir = rd.stage_dir("audit") if rd.recipe.audit.enabled else None
     return rd.run_stage("evaluate", lambda out: evaluate_fn(rd.recipe, rd.stage_dir("data"), rd.stage_dir("train"),
-                                                            out), force=options.force)
+                                                            out, audit_dir), force=options.force)

@@ -22,6 +22,8 @@ from tunewise.artifacts.rows import load_labels
 from tunewise.errors import RunDirError
 from tunewise.evaluate import baselines as baseline_models
 from tunewise.evaluate.calibration import brier_score, expected_calibration_error
+from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
+from tunewise.evaluate.slices import classification_scorers, slice_fields
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap, signature
 from tunewise.hardware import choose_placement
 from tunewise.recipe import Recipe
@@ -39,32 +41,32 @@ def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Reci
     return {"metrics": metrics, "calibration": {"ece": ece, "brier": brier_score(y, probs), "bins": bins}}
 
 
-MISSING_SLICE_VALUE = "(missing)"
-
-
-def slice_accuracy(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, fields: list[str],
-                   recipe: Recipe) -> dict[str, Any]:
-    """Accuracy with a bootstrap CI for each value of each slice field, and the largest gap between values."""
+def classification_slices(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, recipe: Recipe) -> dict[str, Any]:
+    """Accuracy and macro-F1 per group of each slice field, with CIs, and the largest gap per metric with its CI."""
     cfg = recipe.evaluate
-    out: dict[str, Any] = {}
-    for field in fields:
-        groups: dict[str, list[int]] = {}
-        for i, r in enumerate(rows):
-            value = r.meta.get(field)
-            groups.setdefault(MISSING_SLICE_VALUE if value is None else str(value), []).append(i)
-        values = {}
-        for value, idx in sorted(groups.items()):
-            yi, pi = y[idx], preds[idx]
-            acc = (bootstrap_ci(yi, pi, "accuracy", n_classes=n_classes,
-                                n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
-                   if len(idx) >= 2 else {"value": float((yi == pi).mean()), "ci_low": None, "ci_high": None})
-            values[value] = {"n": len(idx), "accuracy": acc}
-        accs = [v["accuracy"]["value"] for v in values.values()]
-        out[field] = {"values": values, "accuracy_gap": float(max(accs) - min(accs)) if accs else None}
-    return out
+    return slice_fields([r.meta for r in rows], recipe.data.slice_fields,
+                        classification_scorers(y, preds, n_classes), min_size=cfg.min_slice_size,
+                        n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
 
 
-def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
+def held_out_scores(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, recipe: Recipe,
+                    audit_dir: Path | None) -> dict[str, Any] | None:
+    """The fine-tuned model's metrics without the test rows the audit flagged as leaked from train."""
+    if audit_dir is None:
+        return None
+    kept, kinds = kept_and_kinds([r.id for r in rows], leaked_test_ids(audit_dir))
+    if not kinds:
+        return None
+    cfg = recipe.evaluate
+    idx = np.asarray(kept, dtype=np.int64)
+    metrics = ({m: bootstrap_ci(y[idx], preds[idx], m, n_classes=n_classes, n_resamples=cfg.bootstrap_samples,
+                                confidence=cfg.confidence, seed=recipe.seed) for m in task_for(recipe).headline_metrics()}
+               if len(idx) >= 2 else {})
+    return {"flagged_rows": len(rows) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": metrics}
+
+
+def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path,
+                        audit_dir: Path | None = None) -> str:
     task = task_for(recipe)
     labels = load_labels(data_dir)
     label2id = {label: i for i, label in enumerate(labels)}
@@ -122,7 +124,8 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     ClassificationMetrics(
         task=recipe.task, n_test=n_test, n_scored=len(test_rows), labels=labels, signature=sig,
         models=models, comparisons=comparisons, per_class=per_class,
-        slices=slice_accuracy(test_rows, y, ft_pred, k, recipe.data.slice_fields, recipe),
+        slices=classification_slices(test_rows, y, ft_pred, k, recipe),
+        held_out=held_out_scores(test_rows, y, ft_pred, k, recipe, audit_dir),
         confusion_matrix=confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()).write(out)
 
     acc = models["fine_tuned"]["metrics"]["accuracy"]

@@ -19,6 +19,8 @@ import torch
 import tunewise
 from tunewise.artifacts.metrics import GenerationMetrics
 from tunewise.artifacts.rows import Example
+from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
+from tunewise.evaluate.slices import mean_scorers, slice_fields
 from tunewise.evaluate.stats import signature
 from tunewise.evaluate.text_metrics import (
     compare_stats,
@@ -33,37 +35,43 @@ from tunewise.rundir import atomic_write_jsonl, sha256_file
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import for_inference, has_chat_template, load_finetuned, references_of
 
-MISSING_SLICE_VALUE = "(missing)"
+def generation_slices(examples: list[Example], per_example: list[dict[str, float]], metrics: list[str],
+                      recipe: Recipe) -> dict[str, Any]:
+    """Mean sentence-level ROUGE-L and/or chrF per group of each slice field, with CIs, and the largest gaps."""
+    cfg = recipe.evaluate
+    per_row = {m: np.array([scores[m] for scores in per_example], dtype=float) for m in metrics}
+    return slice_fields([ex.meta for ex in examples], recipe.data.slice_fields, mean_scorers(per_row),
+                        min_size=cfg.min_slice_size, n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence,
+                        seed=recipe.seed)
 
 
-def slice_scores(examples: list[Example], per_example: list[dict[str, float]], fields: list[str],
-                 metric: str, recipe: Recipe) -> dict[str, Any]:
-    """Mean of a sentence-level score with a bootstrap CI per value of each slice field, and the largest gap."""
+def held_out_scores(examples: list[Example], per_example: list[dict[str, float]], metrics: list[str],
+                    recipe: Recipe, audit_dir: Path | None) -> dict[str, Any] | None:
+    """The fine-tuned model's mean sentence-level scores without the test rows the audit flagged as leaked."""
     from scipy.stats import bootstrap
 
+    if audit_dir is None:
+        return None
+    kept, kinds = kept_and_kinds([ex.id for ex in examples], leaked_test_ids(audit_dir))
+    if not kinds:
+        return None
     cfg = recipe.evaluate
-    out: dict[str, Any] = {}
-    for field in fields:
-        groups: dict[str, list[float]] = {}
-        for ex, scores in zip(examples, per_example):
-            value = ex.meta.get(field)
-            groups.setdefault(MISSING_SLICE_VALUE if value is None else str(value), []).append(scores[metric])
-        values = {}
-        for value, xs in sorted(groups.items()):
-            arr = np.asarray(xs, dtype=float)
-            if len(arr) >= 2 and arr.std() > 0:
-                res = bootstrap((arr,), np.mean, n_resamples=cfg.bootstrap_samples, confidence_level=cfg.confidence,
-                                method="percentile", random_state=recipe.seed)
-                ci = (float(res.confidence_interval.low), float(res.confidence_interval.high))
-            else:
-                ci = (None, None)
-            values[value] = {"n": len(arr), metric: {"value": float(arr.mean()), "ci_low": ci[0], "ci_high": ci[1]}}
-        means = [v[metric]["value"] for v in values.values()]
-        out[field] = {"values": values, f"{metric}_gap": float(max(means) - min(means)) if means else None}
-    return out
+    scores: dict[str, Any] = {}
+    for m in metrics if len(kept) >= 2 else []:
+        arr = np.array([per_example[i][m] for i in kept], dtype=float)
+        value = float(arr.mean())
+        lo = hi = value
+        if arr.std() > 0:
+            res = bootstrap((arr,), np.mean, n_resamples=cfg.bootstrap_samples, confidence_level=cfg.confidence,
+                            method="percentile", rng=np.random.default_rng(recipe.seed))
+            lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        scores[m] = {"value": value, "ci_low": lo, "ci_high": hi, "n_resamples": cfg.bootstrap_samples,
+                     "confidence": cfg.confidence, "method": "percentile"}
+    return {"flagged_rows": len(examples) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": scores}
 
 
-def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
+def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path,
+                        audit_dir: Path | None = None) -> str:
     cfg = recipe.evaluate
     task = task_for(recipe)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
@@ -120,7 +128,6 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
                     scored=len(test), model=recipe.model.base, decoding="sample" if cfg.do_sample else "greedy",
                     max_new=cfg.max_new_tokens, sacrebleu=metadata.version("sacrebleu"),
                     rouge_score=metadata.version("rouge-score"))
-    slice_metric = "rougeL" if "rougeL" in sentence else (sentence[0] if sentence else None)
     metrics = GenerationMetrics(**{
         "task": recipe.task, "n_test": n_test, "n_scored": len(test), "signature": sig,
         "text_metric_signatures": text_metric_signatures(metric_names, n_refs=n_refs.pop() if len(n_refs) == 1 else None),
@@ -129,8 +136,8 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
                        "precision": placement.precision, "device": placement.device,
                        "chat_template": has_chat_template(tok)},
         "models": models, "comparisons": comparisons,
-        "slices": (slice_scores(test, ft_per_example, recipe.data.slice_fields, slice_metric, recipe)
-                   if slice_metric else {}),
+        "slices": generation_slices(test, ft_per_example, sentence, recipe) if sentence else {},
+        "held_out": held_out_scores(test, ft_per_example, sentence, recipe, audit_dir) if sentence else None,
     })
     metrics.write(out)
     return _summary_line(metrics, cfg.confidence)
