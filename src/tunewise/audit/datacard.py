@@ -7,6 +7,7 @@ guessing.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ import jinja2
 import tunewise
 from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.findings import CHECK_TITLES
-from tunewise.audit.pii import KIND_WORDS
+from tunewise.kit.identity_terms import load_families, mention_counts
 from tunewise.recipe import Recipe
+from tunewise.safety.pii import KIND_WORDS
 from tunewise.tasks import task_for
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -33,7 +35,69 @@ def _md(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", r"\|")
 
 
-def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, Any]) -> str:
+MISSING_VALUE = "(missing)"
+REPRESENTATION_SPLITS = ("train", "test")
+
+
+def _share(n: int, total: int) -> str:
+    return f"{100 * n / total:.1f}%" if total else "—"
+
+
+def slice_representation(recipe: Recipe, rows_by_split: dict[str, list]) -> list[dict[str, Any]]:
+    """Per data.slice_fields column: each group's rows and share in train and in test, the test-to-train share
+    ratio, and whether the group has too few test rows to judge (evaluate.min_slice_size)."""
+    out = []
+    minimum = recipe.evaluate.min_slice_size
+    for field in recipe.data.slice_fields:
+        counts = {split: Counter(MISSING_VALUE if r.meta.get(field) is None else str(r.meta.get(field))
+                                 for r in rows) for split, rows in rows_by_split.items()}
+        totals = {split: len(rows) for split, rows in rows_by_split.items()}
+        groups = sorted(set().union(*counts.values()), key=lambda g: (-counts.get("train", Counter())[g], g))
+        rows = []
+        for g in groups:
+            cells = {split: {"n": counts[split][g], "share": _share(counts[split][g], totals[split])}
+                     for split in rows_by_split}
+            train_share = counts["train"][g] / totals["train"] if totals.get("train") else 0.0
+            test_share = counts["test"][g] / totals["test"] if totals.get("test") else 0.0
+            rows.append({"group": g, "cells": cells,
+                         "ratio": f"{test_share / train_share:.2f}" if train_share else "—",
+                         "thin": "test" in counts and counts["test"][g] < minimum})
+        out.append({"field": field, "groups": rows})
+    return out
+
+
+def identity_mentions(recipe: Recipe, train_rows: list) -> list[dict[str, Any]]:
+    """Per identity-term family (kit/terms): the share of training rows whose text mentions it, and per group."""
+    from dataclasses import asdict
+
+    task = task_for(recipe)
+    texts = [task.sides(asdict(r)).whole for r in train_rows]
+    families = load_families()
+    counts = mention_counts(texts, families)
+    total = len(texts)
+    return [{"family": fam.name, "title": fam.title, "rows": counts[fam.name]["any"],
+             "share": _share(counts[fam.name]["any"], total),
+             "groups": [{"group": g, "rows": counts[fam.name][g], "share": _share(counts[fam.name][g], total)}
+                        for g in fam.groups]}
+            for fam in families]
+
+
+def representation(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
+    """What the datacard's representation section shows: slice groups in train against test, and identity-term
+    mentions in the training text."""
+    task = task_for(recipe)
+    rows_by_split = {split: task.read_split(data_dir, split) for split in REPRESENTATION_SPLITS
+                     if (Path(data_dir) / f"{split}.jsonl").is_file()}
+    train = rows_by_split.get("train", [])
+    return {"slices": slice_representation(recipe, rows_by_split) if "train" in rows_by_split else [],
+            "identity": identity_mentions(recipe, train), "train_rows": len(train),
+            "splits": list(rows_by_split), "min_slice_size": recipe.evaluate.min_slice_size}
+
+
+def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, Any],
+                    data_dir: Path | None = None) -> str:
+    """The datasheet; with `data_dir` (the data stage's folder) it also shows how slice groups and identity terms
+    are represented."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["md"] = _md
@@ -78,5 +142,6 @@ def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, An
         "version": tunewise.__version__,
         "not_stated": NOT_STATED,
         "run_id": f"{recipe.name}-{recipe.fingerprint()}",
+        "representation": representation(recipe, data_dir) if data_dir is not None else None,
     }
     return env.get_template("datacard.md.j2").render(**ctx)

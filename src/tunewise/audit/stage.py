@@ -68,7 +68,8 @@ def run_audit(recipe: Recipe, data_dir: Path, out: Path) -> str:
     atomic_write_jsonl(out / FLAGGED_FILE, result.flagged)
     atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
     _write_plots(out, collected, result.measures)
-    atomic_write_text(out / DATACARD_FILE, render_datacard(recipe, collected.data_summary, doc))
+    atomic_write_text(out / DATACARD_FILE, render_datacard(recipe, collected.data_summary, doc,
+                                                               data_dir=data_dir))
     lines = summary_lines(doc)
     lines.append(f"  findings: {out / FINDINGS_FILE}")
     lines.append(f"  datacard: {out / DATACARD_FILE}")
