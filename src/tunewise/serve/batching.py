@@ -1,0 +1,119 @@
+"""Micro-batching: concurrent requests share one model call, up to N requests or T ms, whichever comes first.
+
+One asyncio task gathers waiting requests and hands each batch to a single worker thread (torch releases the GIL
+inside its kernels, so the event loop keeps accepting requests meanwhile). While a batch runs, new requests queue;
+the next batch takes them at once, so under load batches grow by themselves and the T ms wait only applies to a
+request that arrives at an idle server. The queue is bounded: a request beyond `queue_size` waiting gets 503 at
+once instead of using up memory. A request whose client gave up (deadline, disconnect) is dropped before its
+batch runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tunewise.serve.errors import ServeError
+
+
+@dataclass
+class _Job:
+    texts: list[Any]
+    future: asyncio.Future
+    queued: float = field(default_factory=time.monotonic)
+
+
+class MicroBatcher:
+    """`await batcher.submit(texts) -> list[result]`; `predict(all_texts) -> list[result]` runs in a thread."""
+
+    def __init__(self, name: str, predict: Callable[[list[Any]], Sequence[Any]], *, max_requests: int,
+                 max_wait_ms: float, queue_size: int, metrics=None):  # noqa: ANN001
+        self.name, self.predict = name, predict
+        self.max_requests, self.max_wait = max_requests, max_wait_ms / 1000.0
+        self.queue_size, self.metrics = queue_size, metrics
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tunewise-{name}")
+        self.waiting = 0  # admitted requests not answered yet (queued or in the running batch)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._loop(), name=f"tunewise-batcher-{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def submit(self, texts: list[Any]) -> list[Any]:
+        if self._queue is None:
+            raise ServeError(503, "not_ready", "the model is still loading; retry shortly")
+        if self.waiting >= self.queue_size:
+            raise ServeError(503, "overloaded", f"the {self.name} queue is full ({self.queue_size} requests "
+                                                f"waiting); retry shortly", headers={"Retry-After": "1"})
+        job = _Job(list(texts), asyncio.get_running_loop().create_future())
+        self.waiting += 1
+        self._gauge()
+        try:
+            self._queue.put_nowait(job)
+            return await job.future
+        finally:
+            self.waiting -= 1
+            self._gauge()
+            if not job.future.done():
+                job.future.cancel()  # the caller gave up: the batch loop skips it
+
+    def _gauge(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.labels(endpoint=self.name).set(self.waiting)
+
+    async def _gather(self) -> list[_Job]:
+        assert self._queue is not None
+        jobs = [await self._queue.get()]
+        deadline = time.monotonic() + self.max_wait
+        while len(jobs) < self.max_requests:
+            try:
+                jobs.append(self._queue.get_nowait())  # already waiting: take it without a pause
+                continue
+            except asyncio.QueueEmpty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except asyncio.TimeoutError:
+                break
+        return [j for j in jobs if not j.future.done()]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._gather()
+            if not jobs:
+                continue
+            flat = [t for j in jobs for t in j.texts]
+            if self.metrics is not None:
+                self.metrics.batch_size.labels(endpoint=self.name).observe(len(flat))
+                self.metrics.batch_requests.labels(endpoint=self.name).observe(len(jobs))
+            try:
+                results = await loop.run_in_executor(self._executor, self.predict, flat)
+            except Exception as exc:  # noqa: BLE001  # the model failed: every request of the batch gets a 500
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                continue
+            start = 0
+            for j in jobs:
+                part = list(results[start:start + len(j.texts)])
+                start += len(j.texts)
+                if not j.future.done():
+                    j.future.set_result(part)
