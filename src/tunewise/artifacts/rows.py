@@ -23,6 +23,7 @@ class Row:
     label: str  # always a string: integer labels 0/1 become "0"/"1"
     meta: dict[str, Any]  # the configured slice_fields; missing or empty values are None
     origin: str  # "path/to/file.jsonl:12"
+    text_pair: str | None = None  # the second text of a sentence pair (data.text_pair_field); None: single text
 
 
 @dataclass

@@ -151,7 +151,7 @@ def _read(cfg: DataConfig, data_file: DataFile, split: str, labels: list[str] | 
           labels_from: str) -> tuple[list[Row], list[Quarantined]]:
     return read_labeled_file(
         source_name(data_file, split), fmt=cfg.format, text_field=cfg.text_field, label_field=cfg.label_field,
-        slice_fields=cfg.slice_fields, labels=labels, on_error=cfg.on_error,
+        text_pair_field=cfg.text_pair_field, slice_fields=cfg.slice_fields, labels=labels, on_error=cfg.on_error,
         max_quarantine_fraction=cfg.max_quarantine_fraction, labels_from=labels_from)  # type: ignore[arg-type]
 
 
@@ -186,7 +186,10 @@ def _carve_missing_splits(splits: dict[str, list[Row]], cfg: DataConfig, seed: i
 
 
 def _row_record(row: Row) -> dict[str, Any]:
-    return {"id": row.id, "text": row.text, "label": row.label, "meta": row.meta, "origin": row.origin}
+    record = {"id": row.id, "text": row.text, "label": row.label, "meta": row.meta, "origin": row.origin}
+    if row.text_pair is not None:  # single-text files stay as they were
+        record["text_pair"] = row.text_pair
+    return record
 
 
 def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | None, quarantine: list[dict[str, Any]],

@@ -68,7 +68,7 @@ Record = tuple[int, "dict[str, Any] | BadRow", "str | dict[str, Any]"]
 
 
 def read_labeled_file(path: str | Path, *, fmt: str = "auto", text_field: str, label_field: str,
-                      slice_fields: Iterable[str] = (), labels: list[str] | None = None,
+                      text_pair_field: str | None = None, slice_fields: Iterable[str] = (), labels: list[str] | None = None,
                       on_error: Literal["fail", "quarantine"] = "fail",
                       max_quarantine_fraction: float = 0.05,
                       labels_from: Literal["declared", "train"] = "declared") -> tuple[list[Row], list[Quarantined]]:
@@ -76,8 +76,10 @@ def read_labeled_file(path: str | Path, *, fmt: str = "auto", text_field: str, l
 
     labels: the allowed label set (None allows any). labels_from says where that set came from, for the message
     about a row whose label is not in it: "declared" (data.labels) or "train" (derived from the training data).
+    text_pair_field: a second text column read as a sentence pair with text_field (None: single-text rows).
     """
-    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, id_prefix(str(path)))
+    checker = RowChecker(text_field, label_field, list(slice_fields), labels, labels_from, id_prefix(str(path)),
+                         text_pair_field=text_pair_field)
     return read_records(path, checker, fmt=fmt, on_error=on_error, max_quarantine_fraction=max_quarantine_fraction)
 
 
@@ -140,8 +142,9 @@ class RowChecker:
     """Turns one record's values into a Row, or raises BadRow saying which field is wrong and why."""
 
     def __init__(self, text_field: str, label_field: str, slice_fields: list[str], labels: list[str] | None,
-                 labels_from: str, id_prefix: str):
+                 labels_from: str, id_prefix: str, *, text_pair_field: str | None = None):
         self.text_field = text_field
+        self.text_pair_field = text_pair_field
         self.label_field = label_field
         self.slice_fields = slice_fields
         self.labels = labels
@@ -151,25 +154,27 @@ class RowChecker:
 
     @property
     def required(self) -> list[str]:
-        return [self.text_field, self.label_field]
+        pair = [self.text_pair_field] if self.text_pair_field is not None else []
+        return [self.text_field, *pair, self.label_field]
 
     column_hint = "Set data.text_field=COLUMN and data.label_field=COLUMN to use other columns"
 
     def make_row(self, values: dict[str, Any], line: int, origin: str) -> Row:
-        text = self._text(values)
+        text = self._text(values, self.text_field, "data.text_field")
+        pair = (self._text(values, self.text_pair_field, "data.text_pair_field")
+                if self.text_pair_field is not None else None)
         label = self._label(values)
         meta = {name: _meta_value(values.get(name)) for name in self.slice_fields}
-        return Row(self._row_id(values, line), text, label, meta, origin)
+        return Row(self._row_id(values, line), text, label, meta, origin, text_pair=pair)
 
     def _missing(self, values: dict[str, Any], field: str, setting: str) -> BadRow:
         found = ", ".join(f"'{k}'" for k in list(values)[:10]) or "none"
         return BadRow(f"missing; expected every row to have a '{field}' key (keys found: {found}; "
                       f"set {setting}= to read another key)", field)
 
-    def _text(self, values: dict[str, Any]) -> str:
-        field = self.text_field
+    def _text(self, values: dict[str, Any], field: str, setting: str) -> str:
         if field not in values:
-            raise self._missing(values, field, "data.text_field")
+            raise self._missing(values, field, setting)
         text = values[field]
         if not isinstance(text, str):
             raise BadRow(f"is {_describe(text)}; expected the input text as a non-empty string", field)

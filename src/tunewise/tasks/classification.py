@@ -39,11 +39,15 @@ def load_model(path: Path, labels: Sequence[str] | None = None):
         hf_logging.set_verbosity(verbosity)
 
 
-def encode(tokenizer, texts: Sequence[str], label_ids: Sequence[int] | None, max_length: int) -> tuple[Dataset, int]:
-    """Tokenise without padding (the collator pads per batch). Returns the dataset and how many texts were truncated."""
-    full = tokenizer(list(texts), truncation=False, add_special_tokens=True)["input_ids"]
+def encode(tokenizer, texts: Sequence[str], label_ids: Sequence[int] | None, max_length: int, *,
+           text_pairs: Sequence[str] | None = None) -> tuple[Dataset, int]:
+    """Tokenise without padding (the collator pads per batch). Returns the dataset and how many texts were truncated.
+    `text_pairs`: each text's second text, encoded as the tokenizer's sentence pair ([CLS] a [SEP] b [SEP] for
+    BERT); an over-long pair loses tokens from its longer text first."""
+    pairs = list(text_pairs) if text_pairs is not None else None
+    full = tokenizer(list(texts), pairs, truncation=False, add_special_tokens=True)["input_ids"]
     truncated = sum(len(ids) > max_length for ids in full)
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    enc = tokenizer(list(texts), pairs, truncation=True, max_length=max_length)
     columns = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
                "length": [len(ids) for ids in enc["input_ids"]]}
     if "token_type_ids" in enc:
@@ -71,7 +75,8 @@ def autocast(placement: Placement):
 
 @torch.inference_mode()
 def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, batch_size: int,
-                  placement: Placement, progress: bool = False) -> np.ndarray:
+                  placement: Placement, progress: bool = False,
+                  text_pairs: Sequence[str] | None = None) -> np.ndarray:
     """Class probabilities in the order of `texts`.
 
     Batches are formed from length-sorted texts to cut padding; results are scattered back by index,
@@ -79,8 +84,9 @@ def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, ba
     """
     model.eval()
     model.to(placement.device)
-    enc = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    order = np.argsort([len(ids) for ids in enc], kind="stable")
+    enc = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None, truncation=True,
+                    max_length=max_length)
+    order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
     out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     batches = range(0, len(order), batch_size)
     if progress:
@@ -89,7 +95,7 @@ def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, ba
         batches = tqdm(batches, desc="predict", unit="batch", leave=False)
     for start in batches:
         idx = order[start:start + batch_size]
-        batch = tokenizer.pad({"input_ids": [enc[i] for i in idx]}, return_tensors="pt")
+        batch = tokenizer.pad({key: [enc[key][i] for i in idx] for key in enc}, return_tensors="pt")
         batch = {k: v.to(placement.device) for k, v in batch.items()}
         with autocast(placement):
             logits = model(**batch).logits
@@ -100,7 +106,8 @@ def predict_proba(model, tokenizer, texts: Sequence[str], *, max_length: int, ba
 def prediction_rows(rows, labels: list[str], probs: np.ndarray) -> list[dict]:
     """One predictions.jsonl line per row, in row order, with every class probability."""
     preds = probs.argmax(1)
-    return [{"id": r.id, "text": r.text, "label": r.label, "pred": labels[p], "correct": r.label == labels[p],
+    return [{"id": r.id, "text": r.text, **({"text_pair": r.text_pair} if r.text_pair is not None else {}),
+             "label": r.label, "pred": labels[p], "correct": r.label == labels[p],
              "confidence": round(float(pr[p]), 6), "probs": {lab: round(float(x), 6) for lab, x in zip(labels, pr)},
              "meta": r.meta, "origin": r.origin}
             for r, p, pr in zip(rows, preds, probs)]

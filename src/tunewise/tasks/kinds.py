@@ -59,7 +59,8 @@ class ClassificationTask:
         return load_split(data_dir, split)
 
     def sides(self, record: dict):
-        return TextSides(record["text"], record["text"], record["text"])
+        text = _joined(record)
+        return TextSides(text, text, text)
 
     def load_tokenizer(self, path: Path):
         return _classifier().load_tokenizer(path)
@@ -73,7 +74,8 @@ class ClassificationTask:
         if labels is not None:
             index = {label: i for i, label in enumerate(labels)}
             label_ids = [index[r.label] for r in rows]
-        return _classifier().encode(tokenizer, [r.text for r in rows], label_ids, recipe.model.max_length)
+        return _classifier().encode(tokenizer, [r.text for r in rows], label_ids, recipe.model.max_length,
+                                    text_pairs=_pairs(rows))
 
     def collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
@@ -83,19 +85,35 @@ class ClassificationTask:
     def predict(self, model, tokenizer, rows, recipe, placement, *, progress: bool = False):
         """Class probabilities (a numpy array), row i for rows[i]."""
         return _classifier().predict_proba(model, tokenizer, [r.text for r in rows], max_length=recipe.model.max_length,
-                             batch_size=recipe.train.eval_batch_size, placement=placement, progress=progress)
+                             batch_size=recipe.train.eval_batch_size, placement=placement, progress=progress,
+                             text_pairs=_pairs(rows))
 
     def prediction_rows(self, rows, outputs, *, labels: list[str]) -> list[dict]:
         return _classifier().prediction_rows(rows, labels, outputs)
 
     def map_texts(self, record: dict, fn) -> dict:
-        """A copy of a data/ record with `fn` applied to its text (e.g. PII redaction)."""
-        return {**record, "text": fn(record["text"])}
+        """A copy of a data/ record with `fn` applied to its text(s) (e.g. PII redaction)."""
+        out = {**record, "text": fn(record["text"])}
+        if record.get("text_pair") is not None:
+            out["text_pair"] = fn(record["text_pair"])
+        return out
 
     def token_lengths(self, counter, records):
         """Token lengths of data/ records as the model reads them: the text with special tokens. `counter`
         measures (e.g. the audit's LengthCounter: `texts(list[str])`, `conversations(list[messages])`)."""
-        return counter.texts([r["text"] for r in records])
+        return counter.texts([_joined(r) for r in records])
+
+
+def _pairs(rows) -> list[str] | None:
+    """The rows' second texts when they are sentence pairs (data.text_pair_field), else None."""
+    pairs = [r.text_pair for r in rows]
+    return None if all(p is None for p in pairs) else pairs
+
+
+def _joined(record: dict) -> str:
+    """A data/ record's whole input as one text (a sentence pair joined by a blank line), for audits and drift."""
+    pair = record.get("text_pair")
+    return record["text"] if pair is None else f"{record['text']}\n\n{pair}"
 
 
 class CausalLMTask:
