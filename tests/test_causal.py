@@ -306,7 +306,8 @@ def tiny_translation(tmp_path_factory) -> Path:
                  "completion_field": "de", "validation_fraction": 0.2},
         "model": {"base": "smollm2", "max_length": 96},
         "train": {"epochs": 1, "batch_size": 8, "lr": 5e-4, "precision": "fp32", "early_stopping_patience": None},
-        "evaluate": {"max_new_tokens": 12, "bootstrap_samples": 200, "generation_batch_size": 8}})
+        "evaluate": {"max_new_tokens": 12, "bootstrap_samples": 200, "generation_batch_size": 8},
+        "probes": {"crows_pairs": False}})  # 1,508 pairs x 2 models; tests/test_probes.py covers CrowS-Pairs
 
 
 def test_show_mask_cli(tunewise, tiny_translation):

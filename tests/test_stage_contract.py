@@ -20,7 +20,8 @@ from tunewise import stages
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tunewise"
 STAGE_PACKAGES = sorted({s.run_path.split(":")[0].split(".")[1] for s in stages.STAGES})
-SHARED = {"recipe", "errors", "rundir", "stages", "artifacts", "tasks", "models", "hardware", "licences", "kit"}
+SHARED = {"recipe", "errors", "rundir", "stages", "artifacts", "tasks", "models", "hardware", "licences", "kit",
+          "safety", "onnx_backend"}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str], int]]:
@@ -47,7 +48,7 @@ def _top(module: str) -> str | None:
 
 def test_every_registry_stage_is_a_package_with_its_run_function():
     names = stages.names()
-    assert names[:4] == ["data", "audit", "train", "evaluate"] and len(set(names)) == len(names)
+    assert names[:3] == ["data", "audit", "train"] and "evaluate" in names and len(set(names)) == len(names)
     for stage in stages.STAGES:  # the pipeline runs the registry in order: what a stage needs comes before it
         assert all(names.index(n) < names.index(stage.name) for n in stage.needs), stage.name
     assert len({s.folder for s in stages.STAGES}) == len(stages.STAGES), "two stages share a folder"

@@ -55,6 +55,10 @@ STAGE_FLAGS = {  # RunOptions field -> the typer option a stage command offers f
     "resume": (bool, typer.Option("--resume", help="Continue an interrupted training from its last checkpoint.")),
     "merge": (bool, typer.Option("--merge/--adapter-only", help="Merge LoRA adapters into the base weights (a "
                                                                 "standalone folder), or export the adapter alone.")),
+    "onnx": (bool, typer.Option("--onnx", help="Classifiers: also write export/onnx/, an ONNX Runtime backend, and "
+                                               "print its accuracy change against torch on the test split.")),
+    "int8": (bool, typer.Option("--int8", help="With --onnx: quantize the ONNX weights to int8 (dynamic "
+                                               "quantization; smaller and faster on CPU).")),
 }
 
 
@@ -94,7 +98,8 @@ _register_stage_commands()
 
 # Verbs with more than `NAME RUN [--force]` (gate, serve, keys, monitor, human-eval) live in their stage's package,
 # in a light `cli.py` whose `register(app)` adds them; heavy imports stay inside the command bodies.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("tunewise.gate.cli", "tunewise.humaneval.cli", "tunewise.monitor.cli",
+                                   "tunewise.serve.cli")
 
 
 def _register_package_commands() -> None:

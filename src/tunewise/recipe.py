@@ -55,6 +55,7 @@ class DataConfig(_Strict):
     test: DataFile | None = Field(None, description="Held-out test data for evaluation; carved from train when absent.")
     format: Literal["auto", "jsonl", "csv", "tsv", "parquet"] = Field("auto", description="File format; `auto` uses the file extension.")
     text_field: str = Field("text", min_length=1, description="Column/key holding the input text.")
+    text_pair_field: str | None = Field(None, min_length=1, description="classification: column holding a second input text, read with text_field as one sentence pair (the tokenizer's text pair, e.g. a summary and the source it is checked against); when the pair is over model.max_length the longer text is cut first. null: single-text input.")
     label_field: str = Field("label", min_length=1, description="Column/key holding the label.")
     labels: list[str] | None = Field(None, description="Declared label set, in order. Rows with other labels are errors. Derived from train when absent.")
     slice_fields: list[str] = Field(default_factory=list, description="Metadata columns kept with each row, for slices in evaluation.")
@@ -143,6 +144,27 @@ class TrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses a GPU when there is one.")
 
 
+class FaithfulnessConfig(_Strict):
+    """The faithfulness stage (after evaluate): a fine-tuned checker scores each generated output, per summary and
+    per sentence, for content its source does not support; fine-tuned and base model side by side."""
+
+    enabled: bool | Literal["auto"] = Field("auto", description="Run the faithfulness stage in `tunewise run`. `auto`: for generation recipes with a `checker`.")
+    checker: str | None = Field(None, description="The checker: a tunewise run directory of a trained faithfulness classifier, or the recipe file that trains one (its run is found in that recipe's output_dir), e.g. `examples/faithfulness-checker.yaml`. Relative to the recipe file (to the cwd when given as an override).")
+    source_field: str | None = Field(None, description="The data.prompt_template column that holds the source the output must be faithful to. null: the template's last column; the whole prompt without a template.")
+    threshold: float | Literal["auto"] = Field("auto", description="A sentence (or summary) whose checker probability of `unfaithful` is at or above this is flagged. `auto`: the cut with the highest balanced accuracy on the checker's own validation split (documents it was not trained on), so a checker whose probabilities lean one way still flags at a sensible point; 0.5 when the checker has no validation split.")
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, v: float | str) -> float | str:
+        if v != "auto" and not 0 < v < 1:
+            raise ValueError("must be `auto` or a probability strictly between 0 and 1")
+        return v
+    unit: Literal["sentence", "summary"] = Field("sentence", description="`sentence`: each output sentence is checked against its own evidence and the output is flagged when any sentence is; `summary`: the whole output is checked at once.")
+    evidence_chars: int = Field(500, ge=100, le=100_000, description="Characters of the source the checker reads per claim: the whole source when it fits, else the parts sharing the most rare words with the claim (as the checker was trained; see examples/data/make_faithfulness.py).")
+    transparent_checks: bool = Field(True, description="Also flag an output that states a number (in digits) its source never mentions; number words, names and dates the source lacks are shown, not flagged.")
+    batch_size: int = Field(64, ge=1, le=4096, description="Claims per checker forward pass.")
+
+
 class EvaluateConfig(_Strict):
     """How the fine-tuned model is scored."""
 
@@ -157,6 +179,8 @@ class EvaluateConfig(_Strict):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (with do_sample).")
     generation_batch_size: int = Field(16, ge=1, le=1024, description="Prompts generated together (left-padded, KV cache).")
     max_examples: int | None = Field(None, ge=1, description="Score only the first N test rows (null: all); the card states the number used.")
+    faithfulness: FaithfulnessConfig = Field(default_factory=FaithfulnessConfig, description="Generation: the faithfulness checker's scores of each output against its source.")
+    min_slice_size: int = Field(30, ge=2, le=100_000, description="Slices: a group (one value of a data.slice_fields column) with fewer test rows than this is listed as too small to judge and left out of the field's largest gap, whose interval it would only widen.")
 
     def baselines_for(self, task: str) -> list[str]:
         if self.baselines is not None:
@@ -196,6 +220,18 @@ class AuditConfig(_Strict):
         return v
 
 
+class CostConfig(_Strict):
+    """The assumptions behind the card's energy, CO2 and money estimate of training (stated on the card)."""
+
+    watts_per_cpu_core: float = Field(10.0, ge=0, le=1000, description="Average power drawn per CPU core in use while training, in watts (a server core draws roughly 5-15 W under load).")
+    watts_per_gpu: float = Field(300.0, ge=0, le=5000, description="Average power drawn per GPU while training, in watts (the board power of a data-centre GPU is 250-700 W).")
+    pue: float = Field(1.0, ge=1.0, le=5.0, description="Power usage effectiveness of the machine room (1.0: the device's own draw only; data centres report 1.1-1.6).")
+    grid_gco2_per_kwh: float = Field(475.0, ge=0, le=2000, description="Carbon intensity of the electricity, in grams of CO2-equivalent per kWh (475: the IEA's world average; use your grid's figure).")
+    price_per_core_hour: float = Field(0.05, ge=0, description="What one CPU core costs per hour (cloud on-demand vCPU prices are about 0.03-0.06).")
+    price_per_gpu_hour: float = Field(2.5, ge=0, description="What one GPU costs per hour.")
+    currency: str = Field("USD", min_length=1, max_length=8, description="The currency of the prices.")
+
+
 class CardConfig(_Strict):
     """Metadata for the model card."""
 
@@ -207,6 +243,180 @@ class CardConfig(_Strict):
     limitations: list[str] = Field(default_factory=list, description="Known limitations, one per item.")
     authors: str | None = Field(None, description="Who trained and maintains the model.")
     task_type: Literal["text-generation", "summarization", "translation", "question-answering"] | None = Field(None, description="Generation and chat: the Hugging Face task type of the card's model-index results. null: text-generation.")
+    cost: CostConfig = Field(default_factory=CostConfig, description="Assumptions of the training-cost estimate (energy, CO2, money) on the card.")
+
+
+class GateConfig(_Strict):
+    """The release gate: rules the run's evidence must meet. Each rule set here is checked by the gate stage
+    (gate/gate.json); a rule whose evidence the run lacks fails, naming what is missing. `tunewise run` exits 3 when
+    a rule fails; `tunewise gate RUN gate.key=value` re-checks a finished run against changed rules. Empty: no rules."""
+
+    metrics: dict[str, float] = Field(default_factory=dict, description="Metric name -> the value the lower bound of the fine-tuned model's confidence interval (evaluate.confidence) must reach, e.g. `{accuracy: 0.85}` or `{rougeL: 0.3}`.")
+    beat_baselines: list[Literal["majority", "tfidf_logreg", "base_model"]] = Field(default_factory=list, description="Baselines the fine-tuned model must beat on `baseline_metric`: a positive difference with paired-bootstrap p < alpha.")
+    baseline_metric: str | None = Field(None, description="The metric of beat_baselines' paired tests. null: the task's first headline metric (accuracy; rougeL for generation and chat).")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of beat_baselines' paired tests.")
+    max_slice_gap: float | None = Field(None, ge=0, description="The upper CI bound of the largest gap between slice groups (data.slice_fields), per field and per slice metric, must not exceed this; on the 0-1 scale (chrF gaps are divided by 100). Needs data.slice_fields.")
+    max_flip_rate: float | None = Field(None, ge=0, le=1, description="Classifiers: each identity-term family's counterfactual flip rate (probes/probes.json) must not exceed this. Needs the probes stage.")
+    crows_pairs_band: tuple[float, float] | None = Field(None, description="Causal LMs: the fine-tuned model's CrowS-Pairs stereotype preference (0.5 is ideal) must lie in [low, high]. Needs the probes stage.")
+    no_blocking_findings: bool = Field(False, description="The data audit (audit/findings.json) must have no blocking finding, except those audit.allow accepts and `accepted_findings` gives a reason for.")
+    accepted_findings: dict[str, str] = Field(default_factory=dict, description=f"Audit check -> why its blocking findings, accepted by audit.allow, are acceptable for release; with no_blocking_findings, an accepted finding without a reason fails the gate. Checks: {', '.join(AUDIT_CHECKS)}.")
+
+    @field_validator("crows_pairs_band")
+    @classmethod
+    def _band(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError("must be [low, high] with 0 <= low <= high <= 1, e.g. [0.4, 0.6]")
+        return v
+
+    @field_validator("accepted_findings")
+    @classmethod
+    def _reasons(cls, v: dict[str, str]) -> dict[str, str]:
+        AuditConfig._known_checks(list(v))
+        empty = [check for check, reason in v.items() if not str(reason).strip()]
+        if empty:
+            raise ValueError(f"gives no reason for {', '.join(empty)}; write why the finding is acceptable")
+        return v
+
+    def rules_set(self) -> bool:
+        return bool(self.metrics or self.beat_baselines or self.max_slice_gap is not None
+                    or self.max_flip_rate is not None or self.crows_pairs_band is not None
+                    or self.no_blocking_findings)
+
+
+class HumanEvalConfig(_Strict):
+    """Human evaluation in the browser (`tunewise human-eval RUN`): what annotators rate and how. The command's
+    flags override these; not part of the run id (another study of the same run is the same run)."""
+
+    mode: Literal["pairwise", "likert"] = Field("pairwise", description="`pairwise`: the fine-tuned output against the other side's (base model or another run) on the same prompt, blind, sides randomised per item and annotator: A, B or tie. `likert`: each output alone, blind, scored 1-5 on `criteria`.")
+    n: int = Field(60, ge=1, le=10_000, description="Test rows sampled (seeded) from eval/predictions*.jsonl. Likert mode rates both outputs of each row, one at a time, so it makes 2n items.")
+    criteria: list[str] = Field(default_factory=lambda: ["faithful", "fluent", "helpful"], min_length=1, description="Likert mode: the criteria each output is scored on, 1 (worst) to 5 (best).")
+    overlap: float = Field(0.25, ge=0.0, le=1.0, description="Share of the sampled test rows whose items every annotator rates, first (for agreement: Cohen's kappa for two annotators, Krippendorff's alpha for more); each of the other items goes to one annotator, first come first served.")
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria_names(cls, v: list[str]) -> list[str]:
+        bad = [c for c in v if not c.strip() or len(c) > 40]
+        if bad or len(set(v)) != len(v):
+            raise ValueError("must be distinct, non-empty names of at most 40 characters, e.g. [faithful, fluent]")
+        return v
+
+
+class MonitorConfig(_Strict):
+    """Monitoring (the reference stage after training, and `tunewise monitor RUN --log ...`). `tunewise monitor RUN
+    monitor.key=value` overrides these for one monitor run."""
+
+    reference_max_rows: int = Field(2000, ge=20, le=1_000_000, description="Reference: profile at most this many rows of the test split (a seeded sample beyond).")
+    embedding_sample: int = Field(500, ge=20, le=100_000, description="Reference: rows embedded with the built-in MiniLM for the domain-classifier drift test.")
+    vocab_size: int = Field(30000, ge=100, le=1_000_000, description="Reference: most frequent training words kept as the vocabulary for out-of-vocabulary rates.")
+    window: str = Field("500", pattern=r"^\s*(\d+|\d+\s*(s|sec|m|min|h|d|w))\s*$", description="Rows per window (e.g. `500`) or a duration of logged time (`30min`, `1h`, `1d`, `1w`; needs timestamps). `--window` overrides it.")
+    min_window_rows: int = Field(50, ge=5, description="Windows with fewer rows (a short last window) are reported but not tested.")
+    window_embedding_sample: int = Field(100, ge=10, le=10_000, description="Rows per window embedded for the domain classifier (a seeded reservoir sample): embedding every row would cost more than the rest of the monitor.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Family-wise false-alarm rate of one monitor run: Holm's correction over every test of every window.")
+    permutations: int = Field(200, ge=50, le=10_000, description="Random reference splits that calibrate the null distribution of the domain classifier's AUC.")
+    psi_bins: int = Field(10, ge=2, le=100, description="Reference-quantile bins of the population stability index.")
+    examples_per_window: int = Field(5, ge=0, le=50, description="Texts of each alerting window shown in the report.")
+    chunk_rows: int = Field(2048, ge=64, le=1_000_000, description="Rows read from the log at a time (memory stays bounded whatever the log's size).")
+
+
+LogPolicy = Literal["plain", "redact", "hash", "omit"]
+
+
+class RedactionPolicy(_Strict):
+    """PII handling for one serving endpoint (detectors: tunewise.safety.pii, the same as the data audit's)."""
+
+    model_input: Literal["keep", "redact"] = Field("keep", description="`redact`: the model sees the input with PII replaced by placeholders ([EMAIL], [CARD], ...); `keep`: the input as sent.")
+    response: Literal["keep", "redact"] = Field("redact", description="Generated text returned to the client (chat and completions): `redact` replaces PII the model wrote by placeholders.")
+    log_input: LogPolicy = Field("redact", description="How the prediction log stores the input: `plain`, `redact` (PII replaced by placeholders), `hash` (sha256 of the text only) or `omit` (null).")
+    log_output: LogPolicy = Field("redact", description="How the prediction log stores generated text (as log_input). Labels and scores are always stored.")
+    kinds: list[Literal["email", "iban", "card", "ssn", "ip", "phone"]] | None = Field(None, description="PII kinds redacted; null: all of them.")
+
+
+class ServeRedaction(_Strict):
+    """PII redaction per endpoint."""
+
+    classify: RedactionPolicy = Field(default_factory=RedactionPolicy, description="POST /v1/classify.")
+    guard: RedactionPolicy = Field(default_factory=RedactionPolicy, description="POST /v1/guard.")
+    chat: RedactionPolicy = Field(default_factory=RedactionPolicy, description="POST /v1/chat/completions.")
+    completions: RedactionPolicy = Field(default_factory=RedactionPolicy, description="POST /v1/completions.")
+
+
+class ServeGuardConfig(_Strict):
+    """The prompt-injection guard in front of the endpoints (a tunewise run of examples/injection-guard.yaml)."""
+
+    run: str | None = Field(None, description="The guard's run directory (verified at start-up). null: no guard; /v1/guard answers 501.")
+    endpoints: list[Literal["classify", "chat", "completions"]] = Field(default_factory=lambda: ["chat", "completions"], description="Endpoints whose inputs are screened before the model sees them (classify is optional).")
+    block: bool = Field(True, description="Refuse a flagged request with a 400 JSON body saying why; false: serve it and only log and count the verdict.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="`onnx`: run the guard with ONNX Runtime from its `tunewise export --onnx` folder.")
+
+
+class ServeConfig(_Strict):
+    """`tunewise serve RUN`: limits, micro-batching, the prediction log, redaction and the guard. Not part of the
+    run id; `tunewise serve RUN serve.key=value` overrides a key for one deployment."""
+
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30, description="Largest request body accepted (1 MiB); a larger one gets 413.")
+    rate_per_minute: float = Field(600.0, gt=0, description="Requests per minute allowed per API key (token bucket, per server process); over it: 429 with Retry-After.")
+    rate_burst: int = Field(60, ge=1, description="Requests a key may send at once before the per-minute rate applies.")
+    queue_size: int = Field(256, ge=1, description="Requests waiting per endpoint; a request beyond it gets 503 at once instead of using up memory.")
+    request_timeout_s: float = Field(30.0, gt=0, le=3600, description="Time limit of one request, from arrival to response (streams: to the first token); past it: 504.")
+    max_batch_requests: int = Field(32, ge=1, le=4096, description="Micro-batching: most requests gathered into one model call.")
+    max_batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Micro-batching: how long the first waiting request waits for others before its batch runs.")
+    max_inputs_per_request: int = Field(256, ge=1, le=100_000, description="Most texts in one /v1/classify or /v1/guard request.")
+    backend: Literal["torch", "onnx"] = Field("torch", description="Classifiers: `onnx` runs the model with ONNX Runtime from the run's `tunewise export RUN --onnx` folder.")
+    log: str | None = Field(None, description="Prediction log as a SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db). null: SQLite in WAL mode at RUN/logs/predictions.sqlite (outside the hashed stage folders: it is live state, not evidence).")
+    model_name: str | None = Field(None, description="The model id clients send and /v1/models lists. null: card.model_name, else the recipe name.")
+    redaction: ServeRedaction = Field(default_factory=ServeRedaction, description="PII redaction per endpoint.")
+    guard: ServeGuardConfig = Field(default_factory=ServeGuardConfig, description="The prompt-injection guard.")
+
+
+class GuardConfig(_Strict):
+    """An injection-guard recipe (examples/injection-guard.yaml): a classifier of benign vs prompt-injection texts
+    whose guard stage chooses the serving threshold on validation and reports detection on test."""
+
+    enabled: bool = Field(False, description="This recipe trains a prompt-injection guard: `tunewise run` adds the guard stage, which chooses the decision threshold on the validation split for `target_fpr` (counting the rules' false positives) and reports the detection rate at each of `report_fprs` on the test split, with CIs, in guard/guard.json and the card. Needs task classification and a validation split.")
+    positive_label: str = Field("1", min_length=1, description="The label that means prompt injection (the data's other labels count as benign).")
+    target_fpr: float = Field(0.05, gt=0, lt=0.5, description="False-positive rate on benign validation texts that the serving threshold is chosen for.")
+    report_fprs: list[float] = Field(default_factory=lambda: [0.01, 0.05], min_length=1, description="FPRs at which the card reports the detection rate on test, each with its own threshold chosen on validation.")
+    rules: bool = Field(True, description="Combine the classifier with the transparent rules of tunewise.safety.rules (English and German): a rule firing flags the text.")
+    benign_eval: list[DataFile] = Field(default_factory=list, description="Benign text files (jsonl, read by data.text_field) kept entirely out of training and threshold choice: the guard stage reports the false-positive rate on each, at the serving threshold, with a Wilson CI (out-of-distribution benign text: the FPR users of the guard will see on traffic unlike the training data). Paths are relative to the recipe file.")
+
+    @field_validator("report_fprs")
+    @classmethod
+    def _fprs_in_range(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not 0 < x < 0.5]
+        if bad:
+            raise ValueError(f"must lie between 0 and 0.5 (exclusive); got {bad}")
+        return sorted(set(v))
+
+
+PROBE_FAMILIES = ("gender", "names", "nationality", "religion", "age")
+NOISE_KINDS = ("typos", "casing", "punctuation", "whitespace")
+
+
+class NoiseRates(_Strict):
+    """How much of each text the robustness probes disturb (fixed, seeded by recipe.seed)."""
+
+    typos: float = Field(0.1, ge=0, le=1, description="Share of words of 3+ letters given one typo (a dropped, doubled, swapped or neighbouring-key letter).")
+    casing: float = Field(0.2, ge=0, le=1, description="Share of words whose case is changed (to lower, UPPER or Title case).")
+    punctuation: float = Field(0.5, ge=0, le=1, description="Share of punctuation marks dropped; a stray mark (. , ! ?) follows a word at a fifth of this rate.")
+    whitespace: float = Field(0.1, ge=0, le=1, description="Share of spaces removed (words run together) or doubled.")
+
+
+class ProbesConfig(_Strict):
+    """Bias and robustness probes on the test split (the probes stage, after evaluate): counterfactual
+    identity-term swaps and noise for classifiers, CrowS-Pairs for causal LMs. Intervals use evaluate.confidence
+    and evaluate.bootstrap_samples; everything random is seeded by recipe.seed."""
+
+    enabled: bool = Field(True, description="Run the probes stage in `tunewise run`.")
+    families: list[Literal["gender", "names", "nationality", "religion", "age"]] = Field(default_factory=lambda: list(PROBE_FAMILIES), description="Classifiers: identity-term families swapped in the test texts (term lists with their sources in tunewise/kit/terms/). Texts that mention no term of a family do not count for it.")
+    robustness: list[Literal["typos", "casing", "punctuation", "whitespace"]] = Field(default_factory=lambda: list(NOISE_KINDS), description="Noise kinds whose metric drop is measured (paired, on the same texts).")
+    noise_rates: NoiseRates = Field(default_factory=NoiseRates, description="The rate of each noise kind.")
+    max_texts: int | None = Field(2000, ge=10, description="Classifiers: probe a seeded random sample of this many test rows (null: all).")
+    generation_max_texts: int = Field(0, ge=0, le=10_000, description="Generation and chat: robustness regenerates the replies to noisy prompts for the first N test rows and compares sentence chrF with the clean prompts' replies; 0 (default) leaves robustness off for causal LMs, since each noise kind costs a generation pass.")
+    top_flips: int = Field(10, ge=0, le=100, description="Classifiers: the texts whose predictions flip most, listed per family.")
+    crows_pairs: bool | None = Field(None, description="Causal LMs: score CrowS-Pairs (stereotype preference by sentence log-likelihood) for the base and the fine-tuned model. null: on when the dataset is found at crows_pairs_path; true: a missing dataset is an error.")
+    crows_pairs_path: str = Field("../shared/data/crows_pairs", min_length=1, description="Folder holding crows_pairs_anonymized.csv (or the CSV itself). Relative paths: to the recipe file when written there, else to the working directory, then to the tunewise checkout.")
+    crows_pairs_max_pairs: int | None = Field(None, ge=10, description="Score only the first N pairs (null: all 1,508).")
+    batch_size: int = Field(64, ge=1, le=4096, description="Texts per forward pass for the probes' scoring.")
 
 
 class Recipe(_Strict):
@@ -223,6 +433,12 @@ class Recipe(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     card: CardConfig = Field(default_factory=CardConfig)
+    gate: GateConfig = Field(default_factory=GateConfig, description="Release-gate rules (not part of the run id: changing them re-judges the same run).")
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig, description="The reference profile and drift monitoring of the deployed model.")
+    humaneval: HumanEvalConfig = Field(default_factory=HumanEvalConfig, description="Human evaluation settings (`tunewise human-eval`; not part of the run id).")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="Serving settings (`tunewise serve RUN`; not part of the run id).")
+    guard: GuardConfig = Field(default_factory=GuardConfig, description="Injection-guard recipes only: the threshold and the detection report (see examples/injection-guard.yaml).")
+    probes: ProbesConfig = Field(default_factory=ProbesConfig, description="Bias and robustness probes (counterfactual swaps, noise, CrowS-Pairs).")
 
     @model_validator(mode="after")
     def _fits_task(self) -> "Recipe":
@@ -234,6 +450,9 @@ class Recipe(_Strict):
             raise ValueError(f"evaluate.baselines {wrong} do not apply to task '{self.task}'; allowed: "
                              f"{', '.join(task.baseline_choices)}")
         check_model_licence(self)
+        if self.data.text_pair_field is not None and task.family != "classifier":
+            raise ValueError(f"data.text_pair_field applies to classification only; task '{self.task}' reads "
+                             f"its input through data.prompt_field or data.prompt_template")
         if not task.has_labels and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
             raise ValueError(f"train.metric_for_best_model '{self.train.metric_for_best_model}' needs labels; "
                              f"task '{self.task}' picks its best checkpoint by validation `loss` (or `auto`)")
@@ -251,13 +470,16 @@ class Recipe(_Strict):
         """Short hash of the resolved recipe: the run id. It does not depend on where the checkout sits: a local
         data file counts by its name and its content's sha256 (so changed data is a new run), a local base model
         by its name (its weights are the train stage's hashed inputs), and output_dir is left out."""
-        payload = self.model_dump(mode="json", exclude={"output_dir"})
+        payload = self.model_dump(mode="json", exclude={"output_dir", "gate", "humaneval", "serve"})  # these judge a run, not part of it
         for split in ("train", "validation", "test"):
             data_file = payload["data"][split]
             if data_file is not None and not data_file["path"].startswith("hf:"):
                 data_file["path"] = content_key(data_file["path"])
         if Path(self.model.base).is_absolute():
             payload["model"]["base"] = Path(self.model.base).name
+        payload["probes"]["crows_pairs_path"] = Path(self.probes.crows_pairs_path).name  # its CSV is a hashed input
+        if self.evaluate.faithfulness.checker is not None:  # its weights are the faithfulness stage's hashed inputs
+            payload["evaluate"]["faithfulness"]["checker"] = Path(self.evaluate.faithfulness.checker).name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
     def to_yaml(self) -> str:
@@ -324,9 +546,12 @@ def check_model_licence(recipe: "Recipe") -> None:
 def check_data_fields(data: DataConfig) -> None:
     """Cross-field rule: text, label and slice columns must be distinct."""
     names = [data.text_field, data.label_field, *data.slice_fields]
+    if data.text_pair_field is not None:
+        names.append(data.text_pair_field)
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"text_field, label_field and slice_fields must be distinct columns; repeated: {dupes}")
+        raise ValueError(f"text_field, text_pair_field, label_field and slice_fields must be distinct columns; "
+                         f"repeated: {dupes}")
 
 
 # ---------------------------------------------------------------- loading and overrides
@@ -419,6 +644,29 @@ def _resolve_paths(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> No
         if not from_cli and not candidate.exists() and (Path.cwd() / f.path).exists():
             candidate = Path.cwd() / f.path
         f.path = str(candidate.resolve())
+    for f in recipe.guard.benign_eval:  # like a data path, relative to the recipe file
+        if not Path(f.path).is_absolute():
+            f.path = str(((Path.cwd() if "guard.benign_eval" in origin else base_dir) / f.path).resolve())
+    recipe.probes.crows_pairs_path = _resolve_crows_pairs(recipe, base_dir, origin)
+    checker = recipe.evaluate.faithfulness.checker
+    if checker is not None and not Path(checker).is_absolute():  # like a data path
+        from_cli = any(key.startswith("evaluate.faithfulness") or key == "evaluate" for key in origin)
+        candidate = (Path.cwd() if from_cli else base_dir) / checker
+        recipe.evaluate.faithfulness.checker = str(candidate.resolve())
+
+
+def _resolve_crows_pairs(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> str:
+    """probes.crows_pairs_path: relative to the recipe file when written there, to the cwd when given as an
+    override or left at its default; the default falls back to the tunewise checkout (../shared beside it).
+    Kept as written when no candidate exists (the probes stage then reports it missing)."""
+    path = Path(recipe.probes.crows_pairs_path)
+    if path.is_absolute():
+        return str(path)
+    from_cli = "probes.crows_pairs_path" in origin or "probes" in origin
+    in_file = "crows_pairs_path" in recipe.probes.model_fields_set and not from_cli
+    checkout = Path(__file__).resolve().parents[2]
+    candidates = [base_dir / path] if in_file else [Path.cwd() / path, checkout / path]
+    return next((str(c.resolve()) for c in candidates if c.exists()), str(path))
 
 
 def _field_info(loc: tuple[Any, ...]) -> tuple[str | None, list[str]]:

@@ -31,6 +31,8 @@ class RunOptions:
     force: bool = False       # rerun even when the inputs are unchanged
     resume: bool = False      # train: continue an interrupted training from its last checkpoint
     merge: bool = True        # export: merge LoRA adapters into the base weights (else export the adapter alone)
+    onnx: bool = False        # export: also build an ONNX Runtime backend of an encoder classifier (export/onnx/)
+    int8: bool = False        # export --onnx: quantize its weights to int8
     explicit: bool = False    # asked for by name (`tunewise audit`), so it runs even when the recipe disables it
 
 
@@ -40,6 +42,20 @@ def _always(recipe: "Recipe") -> bool:
 
 def _audit_enabled(recipe: "Recipe") -> bool:
     return recipe.audit.enabled
+
+
+def _guard_recipe(recipe: "Recipe") -> bool:
+    return recipe.guard.enabled
+
+
+def _probes_enabled(recipe: "Recipe") -> bool:
+    return recipe.probes.enabled
+
+
+def _faithfulness_enabled(recipe: "Recipe") -> bool:
+    from tunewise.faithfulness import enabled  # light: the package imports its heavy parts when it runs
+
+    return enabled(recipe)
 
 
 def _exports_in_run(recipe: "Recipe") -> bool:
@@ -59,6 +75,15 @@ class Stage:
     extra_outputs: tuple[str, ...] = ()         # files outside its folder, relative to the run root
     cli: tuple[str, ...] | None = ()            # RunOptions flags its `tunewise NAME RUN` command offers besides
                                                 # --force; None: no such command (run through `run` or `audit`)
+    state: tuple[str, ...] = ()                 # glob patterns (relative to its folder) of live state kept there,
+                                                # e.g. a ratings database: not evidence, so neither hashed into the
+                                                # manifest nor reported by `verify` as unrecorded
+
+    def is_state(self, rel: str) -> bool:
+        """Whether a path relative to the stage's folder is live state (see `state`)."""
+        import fnmatch
+
+        return any(fnmatch.fnmatch(rel, pattern) for pattern in self.state)
 
     def upstream(self, recipe: "Recipe") -> list[str]:
         """The stages whose recorded outputs are this stage's inputs, for this recipe."""
@@ -81,13 +106,38 @@ STAGES: tuple[Stage, ...] = (
           "duplicates, leakage, label noise, PII and licences; the datasheet", enabled=_audit_enabled, cli=None),
     Stage("train", "model", ("data", "audit"), "tunewise.train:run",
           "fine-tune the base model (full or LoRA)", cli=("resume",)),
-    Stage("evaluate", "eval", ("data", "train"), "tunewise.evaluate:run",
-          "score the model and its baselines on the test split, with bootstrap CIs"),
-    Stage("card", "card", ("data", "audit", "train", "evaluate"), "tunewise.card:run",
+    Stage("reference", "reference", ("data", "train"), "tunewise.monitor.reference:run",
+          "profile the held-out test split (texts, tokens, vocabulary, predictions, confidence, embeddings) for "
+          "monitoring"),
+    Stage("evaluate", "eval", ("data", "audit", "train"), "tunewise.evaluate:run",
+          "score the model and its baselines on the test split, with bootstrap CIs and slice gaps"),
+    Stage("probes", "probes", ("data", "train"), "tunewise.probes:run",
+          "bias and robustness probes: identity-term swaps, noise, CrowS-Pairs (probes/probes.json)",
+          enabled=_probes_enabled),
+    Stage("faithfulness", "faithfulness", ("data", "evaluate"), "tunewise.faithfulness:run",
+          "score each generated output for content its source does not support, fine-tuned and base side by side "
+          "(faithfulness/faithfulness.json)", enabled=_faithfulness_enabled),
+    Stage("guard", "guard", ("data", "train"), "tunewise.guard:run",
+          "injection-guard recipes: choose the threshold on validation for a target FPR; detection at fixed FPRs "
+          "on test, with CIs (guard/guard.json)", enabled=_guard_recipe),
+    Stage("gate", "gate", ("evaluate", "audit", "probes"), "tunewise.gate:run",
+          "the release gate: check the recipe's gate rules against the run's evidence (gate/gate.json)",
+          cli=None),
+    Stage("card", "card", ("data", "audit", "train", "evaluate", "probes", "faithfulness", "guard", "gate"), "tunewise.card:run",
           "the model card and the run's report.html", extra_outputs=("report.html",)),
-    Stage("export", "export", ("train",), "tunewise.export:run",
-          "a standalone Hugging Face folder of the model (LoRA merged)", enabled=_exports_in_run,
-          cli=("merge",)),
+    Stage("export", "export", ("data", "train"), "tunewise.export:run",
+          "a standalone Hugging Face folder of the model (LoRA merged); --onnx: an ONNX Runtime backend of a "
+          "classifier, checked against torch on the test split", enabled=_exports_in_run,
+          cli=("merge", "onnx", "int8")),
+    Stage("monitor", "monitor", ("reference",), "tunewise.monitor:run",
+          "drift of logged traffic against the reference profile, accuracy from feedback, a costed retrain signal "
+          "(`tunewise monitor RUN --log ...`)", enabled=lambda r: False, cli=None),
+    Stage("humaneval", "humaneval", ("data", "evaluate"), "tunewise.humaneval:run",
+          "human ratings of test outputs (win rate, Likert means, agreement) from `tunewise human-eval`",
+          enabled=lambda r: False, cli=None, state=("ratings.sqlite*",)),
+    Stage("serve", "serve", ("train", "export"), "tunewise.serve:run",
+          "serve the model over HTTP behind keys, limits, the injection guard and PII redaction, with a prediction "
+          "log (`tunewise serve RUN`; serve/serve.json records what is served)", enabled=lambda r: False, cli=None),
 )
 _BY_NAME = {s.name: s for s in STAGES}
 

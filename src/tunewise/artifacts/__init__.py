@@ -8,14 +8,23 @@ or other-version file with the way out. The JSON Schemas under docs/schemas/ are
 import json
 
 from tunewise.artifacts.base import Artifact, Open, Strict
+from tunewise.artifacts.card import Citations
 from tunewise.artifacts.data import DataSummary, Labels
-from tunewise.artifacts.export import ExportRecord
+from tunewise.artifacts.export import ExportRecord, OnnxRecord
+from tunewise.artifacts.faithfulness import FaithfulnessResults
 from tunewise.artifacts.findings import Findings, read_findings, require_audit_passed
+from tunewise.artifacts.gate import Gate
+from tunewise.artifacts.guard import GuardReport
+from tunewise.artifacts.humaneval import HumanEvalResults
 from tunewise.artifacts.metrics import ClassificationMetrics, GenerationMetrics, Metrics
+from tunewise.artifacts.monitor import DriftReport, ReferenceProfile
+from tunewise.artifacts.probes import Probes
+from tunewise.artifacts.serve import ServeRecord
 from tunewise.artifacts.train import CausalTrainSummary, ClassifierTrainSummary, TrainSummary
 
 # every artifact file, in pipeline order: the schemas under docs/schemas/ are written from this list
-ARTIFACTS: tuple[type[Artifact], ...] = (DataSummary, Labels, Findings, TrainSummary, Metrics, ExportRecord)
+ARTIFACTS: tuple[type[Artifact], ...] = (DataSummary, Labels, Findings, TrainSummary, ReferenceProfile, Metrics, Probes, FaithfulnessResults, Gate, Citations, GuardReport,
+                                         ExportRecord, OnnxRecord, DriftReport, ServeRecord, HumanEvalResults)
 
 SCHEMAS_DIR = "docs/schemas"  # relative to the repository root
 
@@ -37,6 +46,6 @@ def schema_documents() -> dict[str, str]:
     return docs
 
 
-__all__ = ["ARTIFACTS", "SCHEMAS_DIR", "Artifact", "CausalTrainSummary", "ClassificationMetrics",
-           "ClassifierTrainSummary", "DataSummary", "ExportRecord", "Findings", "GenerationMetrics", "Labels",
-           "Metrics", "Open", "Strict", "TrainSummary", "read_findings", "require_audit_passed", "schema_documents"]
+__all__ = ["ARTIFACTS", "SCHEMAS_DIR", "Artifact", "CausalTrainSummary", "Citations", "ClassificationMetrics", "Gate",
+           "ClassifierTrainSummary", "DataSummary", "DriftReport", "ExportRecord", "FaithfulnessResults", "Findings", "GenerationMetrics", "GuardReport", "HumanEvalResults",
+           "Labels", "Metrics", "OnnxRecord", "Open", "Probes", "ServeRecord", "ReferenceProfile", "Strict", "TrainSummary", "read_findings", "require_audit_passed", "schema_documents"]
