@@ -283,9 +283,13 @@ def test_an_injection_after_a_long_benign_text_is_not_truncated_away(guard_run, 
     candidates = [r["text"] for r in test if r["label"] == "1" and not matching_rules(r["text"])]
     by_model = [t for t, v in zip(candidates, guard.screen(candidates)) if v.by_model and len(t) < 200]
     assert by_model, "no rule-free injection in the test split is flagged by the model"
-    padding = " ".join(benign_texts)[:3000]
+    # padding: one benign text the guard scores far below its threshold, repeated past several windows (a mix of
+    # unrelated benign texts is not used: its windows cut texts into fragments, which this small guard may flag)
+    calm = min(benign_texts, key=lambda t: guard.screen([t])[0].score)
+    padding = " ".join([calm] * (3000 // (len(calm) + 1) + 1))[:3000]
     assert len(guard.scorer.tokenizer(padding, verbose=False)["input_ids"]) > 3 * guard.max_length
     [padded, alone] = guard.screen([padding + " " + by_model[0], padding])
+    assert not alone.injection, alone
     assert padded.by_model and padded.injection
     assert padded.score > alone.score
 
