@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,10 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_example_recipe_parses_and_validates(path):
+    # a recipe whose data a script builds says so on its first line (`# python examples/data/X.py && tunewise run ...`)
+    prep = re.match(r"# python (examples/data/\S+\.py) &&", path.read_text(encoding="utf-8").splitlines()[0])
+    if prep:
+        subprocess.run([sys.executable, str(REPO / prep.group(1))], cwd=REPO, check=True, capture_output=True)
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     for split in ("train", "validation", "test"):
