@@ -293,6 +293,7 @@ def test_kill_9_during_training_then_resume(make_recipe, tunewise, cli_env, json
     n_train = len(jsonl(root / "data" / "train.jsonl"))
     assert summary["global_steps"] == math.ceil(n_train / 16) * 4  # the full schedule, not the rest of it
     assert summary["epochs_run"] == 4
+    assert not (root / "model" / "checkpoints").exists()  # resume-only state goes once the model is saved
     assert (root / "eval" / "metrics.json").is_file() and (root / "report.html").is_file()
     manifest = json.loads((root / "manifest.json").read_text())
     assert list(manifest["stages"]) == ["data", "audit", "train", "reference", "evaluate", "probes", "gate", "card"]

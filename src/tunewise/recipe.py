@@ -141,7 +141,13 @@ class TrainConfig(_Strict):
     metric_for_best_model: Literal["auto", "loss", "accuracy", "macro_f1"] = Field("auto", description="Validation metric that picks the best checkpoint. `auto`: macro_f1 for classification, loss for causal LMs.")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Evaluate and checkpoint every N steps; null means once per epoch.")
     save_total_limit: int = Field(2, ge=1, description="Checkpoints kept on disk (the best one is always kept).")
+    keep_checkpoints: bool = Field(False, description="Keep model/checkpoints/ after training finishes. They exist for --resume; a finished run's model is saved beside them, and each checkpoint holds the optimizer state too (about 3x the model), so they are removed by default.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto` uses a GPU when there is one.")
+    ddp_backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="Several processes (`tunewise run --nproc N`, torchrun, accelerate launch): the torch.distributed backend. `auto`: gloo on CPU, NCCL on GPU. NCCL without a CUDA GPU is refused before training.")
+    fsdp: bool = Field(False, description="Shard parameters, gradients and optimizer state across GPUs with PyTorch FSDP (passed to the transformers Trainer with `fsdp_config`). GPU only: refused on CPU before training.")
+    fsdp_config: dict[str, Any] | str | None = Field(None, description="With `fsdp`: the Trainer's fsdp_config, inline or a JSON file (relative to the recipe file), e.g. {version: 2, auto_wrap_policy: TRANSFORMER_BASED_WRAP, state_dict_type: FULL_STATE_DICT}.")
+    deepspeed: dict[str, Any] | str | None = Field(None, description="DeepSpeed ZeRO: the DeepSpeed config, inline or a JSON file (relative to the recipe file), passed to the Trainer; `auto` values are filled from the recipe. Needs the deepspeed package and a CUDA GPU; refused before training otherwise.")
+    liger: bool = Field(False, description="Causal LMs on GPU: Liger fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) through the Trainer's use_liger_kernel. Needs the liger-kernel package and a CUDA GPU; refused before training otherwise.")
 
 
 class FaithfulnessConfig(_Strict):
@@ -653,6 +659,11 @@ def _resolve_paths(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> No
         from_cli = any(key.startswith("evaluate.faithfulness") or key == "evaluate" for key in origin)
         candidate = (Path.cwd() if from_cli else base_dir) / checker
         recipe.evaluate.faithfulness.checker = str(candidate.resolve())
+    for key in ("fsdp_config", "deepspeed"):  # a JSON file named in the recipe, like a data path
+        value = getattr(recipe.train, key)
+        if isinstance(value, str) and not Path(value).is_absolute():
+            from_cli = f"train.{key}" in origin or "train" in origin
+            setattr(recipe.train, key, str(((Path.cwd() if from_cli else base_dir) / value).resolve()))
 
 
 def _resolve_crows_pairs(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> str:

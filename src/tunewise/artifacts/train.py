@@ -41,8 +41,8 @@ class TrainSummary(Artifact):
     epochs_run: float = Field(description="Epochs actually run (fewer than planned after early stopping).")
     global_steps: int = Field(description="Optimizer steps.")
     resumed_from: str | None = Field(description="The checkpoint training resumed from (`--resume`), else null.")
-    best_checkpoint: str | None = Field(description="The best checkpoint relative to the run directory; null "
-                                                    "without a validation split.")
+    best_checkpoint: str | None = Field(description="The best checkpoint relative to the run directory (on disk "
+                                                    "only with train.keep_checkpoints); null without a validation split.")
     best_metric: BestMetric | None = Field(description="Its validation score; null without a validation split.")
     early_stopped: bool = Field(description="Training stopped before the planned epochs.")
     train_examples: int = Field(description="Training examples (after quarantine).")

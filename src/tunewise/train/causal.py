@@ -23,7 +23,7 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import IGNORE, as_features, mask_segments, pack
-from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
+from tunewise.train.common import drop_checkpoints, last_complete_checkpoint, stage_callbacks, training_arguments
 
 QUARANTINE_FILE = "quarantine.jsonl"
 
@@ -250,6 +250,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
                           "truncated": e.truncated, "segments": mask_segments(tokenizer, e)} for e in train_enc[:3]],
     })
     summary.write(out)
+    drop_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
     last = per_epoch[-1] if per_epoch else None
     val = (f", validation loss {last['eval_loss']:.4f}, token accuracy {last['eval_mean_token_accuracy']:.3f}"
            if last and last.get("eval_mean_token_accuracy") is not None else "")

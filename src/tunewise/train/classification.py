@@ -22,7 +22,7 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.classification import trainer_metrics
-from tunewise.train.common import last_complete_checkpoint, stage_callbacks, training_arguments
+from tunewise.train.common import drop_checkpoints, last_complete_checkpoint, stage_callbacks, training_arguments
 
 
 def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
@@ -93,6 +93,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         "labels": labels,
     })
     summary.write(out)
+    drop_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
     note = f", resumed from {summary.resumed_from}" if resume_from else ""
     best = f", best validation {best_name} {state.best_metric:.4f}" if state.best_metric is not None else ""
     return (f"train: {summary.epochs_run:g} epochs on {len(train_ds):,} examples in {wall:.0f}s "

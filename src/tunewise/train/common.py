@@ -4,6 +4,7 @@ callbacks that log each step to train_log.jsonl, keep evaluation time out of thr
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -53,19 +54,69 @@ def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, 
     )
 
 
+def drop_checkpoints(ckpt_dir: Path, keep: bool) -> bool:
+    """Removes the resume checkpoints once the final model is saved, unless the recipe keeps them; True if removed."""
+    if keep or not ckpt_dir.is_dir():
+        return False
+    shutil.rmtree(ckpt_dir)
+    return True
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why a Trainer checkpoint folder cannot be resumed from (None: it can), read cheaply: the Trainer writes in
+    place (weights, optimizer, scheduler, RNG state, then trainer_state.json), so a kill, a full disk or a cut copy
+    can leave any file short. Weights are checked by their safetensors header against the file length (no tensors
+    are loaded); torch.save files are zip archives whose central directory is written last."""
+    import zipfile
+
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"trainer_state.json unreadable ({exc.__class__.__name__})"
+    if not isinstance(state, dict) or str(state.get("global_step")) != folder.name.split("-")[-1]:
+        return "trainer_state.json does not belong to this step"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for index in folder.glob("*.safetensors.index.json"):  # sharded weights: every shard the index names
+        try:
+            shards = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return f"{index.name} unreadable"
+        if missing := sorted(s for s in shards if not (folder / s).is_file()):
+            return f"{index.name} names missing shards {missing}"
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="numpy"):  # parses the header; refuses a length it does not cover
+                pass
+        except (OSError, SafetensorError) as exc:
+            return f"{path.name}: {exc}"
+    for pattern in ("optimizer.pt", "scheduler.pt", "rng_state*.pth"):
+        found = sorted(folder.glob(pattern))
+        if not found:
+            return f"no {pattern}"
+        for path in found:
+            if not zipfile.is_zipfile(path):  # a torch.save file cut short has no central directory
+                return f"{path.name}: truncated (not a complete torch.save archive)"
+    return None
+
+
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
-    """Newest checkpoint that was fully written: a kill during saving leaves one without a readable trainer_state."""
+    """Newest checkpoint that was fully written; newer ones that a kill, a full disk or a damaged copy left
+    incomplete are skipped (with a warning naming what is wrong) in favour of the one before."""
+    import logging
+
     if not ckpt_dir.is_dir():
         return None
-    candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+    candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()),
                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for folder in candidates:
-        try:
-            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if any(folder.glob("*.safetensors")) and (folder / "optimizer.pt").is_file():
+        problem = checkpoint_problem(folder)
+        if problem is None:
             return str(folder)
+        logging.getLogger("tunewise.train").warning("skipping incomplete checkpoint %s: %s", folder, problem)
     return None
 
 
