@@ -5,12 +5,12 @@ Every later stage reads its data through these functions, never by parsing the f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunewise.errors import DataError
+from tunewise.kit.jsonl import read_jsonl
 
 SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
@@ -79,13 +79,13 @@ def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
         raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
                         f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            try:
-                rows.append(record(**json.loads(line)))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise DataError(f"{path}:{number}: not {'an' if what[0] in 'aeiou' else 'a'} {what} written by the "
-                                f"data stage ({exc}); the file was damaged: run the data stage again") from None
+    written = f"{'an' if what[0] in 'aeiou' else 'a'} {what} written by the data stage"
+    damaged = "; the file was damaged: run the data stage again"
+    for number, value in read_jsonl(path, what=written, advice=damaged):
+        try:
+            rows.append(record(**value))
+        except TypeError as exc:  # not an object, or other keys than the record's
+            raise DataError(f"{path}:{number}: not {written} ({exc}){damaged}") from None
     return rows
 
 

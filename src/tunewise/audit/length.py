@@ -1,9 +1,10 @@
 """Example lengths in the base model's tokens, and how many rows model.max_length truncates.
 
 The tokenizer is loaded alone, never the model weights: from the model folder, or straight from a GGUF file
-(built-in smollm2), so the audit does not trigger a model conversion. When no tokenizer can be loaded (an
-offline hub id, a missing package) lengths are estimated as 1.3 tokens per whitespace word, and the finding
-says so.
+(built-in smollm2), so the audit does not trigger a model conversion. A base model that cannot be used here (a
+path that does not exist, a folder with only pickle weights, a tokenizer that does not load) is a ModelError at
+the audit, as it would be at train. Only a hub id that cannot be fetched here (offline) falls back to an
+estimate of 1.3 tokens per whitespace word; the length check then reports a warning saying so.
 """
 
 from __future__ import annotations
@@ -18,33 +19,55 @@ WORDS_TO_TOKENS = 1.3
 
 
 def load_tokenizer(base: str) -> tuple[Any | None, str]:
-    """(tokenizer or None, how lengths are measured: a phrase for findings and cards)."""
+    """(tokenizer or None, how lengths are measured: a phrase for findings and cards). ModelError when the base
+    model is unusable; None (an estimate) only for a hub id that cannot be fetched here."""
+    from tunewise.errors import ModelError
+    from tunewise.models import BUILTIN_MODELS, resolve_base_model
+
+    builtin = BUILTIN_MODELS.get(base)
+    gguf: Path | None = None
+    if builtin is not None and getattr(builtin, "gguf_file", None):
+        gguf = builtin.path()
+    elif base.endswith(".gguf") and Path(base).is_file():
+        gguf = Path(base)
+    folder: Path | None = None
+    if gguf is None:
+        try:
+            folder = resolve_base_model(base).path
+        except ModelError as exc:
+            if not is_hub_id(base):
+                raise ModelError(f"audit: {exc} (the length check counts rows in this model's tokens; "
+                                 f"training would fail the same way)") from None
+            return None, _estimated(base, str(exc))
     try:
         from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        from tunewise.models import BUILTIN_MODELS, resolve_base_model
-
-        builtin = BUILTIN_MODELS.get(base)
-        gguf: Path | None = None
-        if builtin is not None and getattr(builtin, "gguf_file", None):
-            gguf = builtin.path()
-        elif base.endswith(".gguf") and Path(base).is_file():
-            gguf = Path(base)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
         try:
             if gguf is not None:
                 tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             else:
-                tok = AutoTokenizer.from_pretrained(resolve_base_model(base).path)
+                tok = AutoTokenizer.from_pretrained(folder)
         finally:
             hf_logging.set_verbosity(verbosity)
-        return tok, f"tokens of the `{base}` tokenizer"
-    except Exception as exc:  # any failure to load falls back to an estimate, and says why
+    except Exception as exc:  # transformers raises many kinds for a broken tokenizer
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        return None, (f"estimated tokens ({WORDS_TO_TOKENS} per whitespace word): the `{base}` tokenizer could not "
-                      f"be loaded ({reason})")
+        raise ModelError(f"audit: the tokenizer of model.base `{base}` ({gguf or folder}) could not be loaded "
+                         f"({type(exc).__name__}: {reason}); the length check needs it, and so does training") from None
+    return tok, f"tokens of the `{base}` tokenizer"
+
+
+def is_hub_id(base: str) -> bool:
+    """`org/name` that is not a local path: it may exist on the hub even when it cannot be fetched here."""
+    return base.count("/") == 1 and not base.startswith((".", "/", "~")) and not Path(base).exists()
+
+
+def _estimated(base: str, why: str) -> str:
+    reason = why.splitlines()[0][:200] if why else "unknown reason"
+    return (f"estimated tokens ({WORDS_TO_TOKENS} per whitespace word): the `{base}` tokenizer could not "
+            f"be loaded ({reason})")
 
 
 class LengthCounter:

@@ -9,7 +9,6 @@ not branch on the task; the label and prompt indexes are built when the task has
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -25,6 +24,7 @@ from tunewise.artifacts.rows import SPLITS, available_splits, load_labels
 from tunewise.audit import dedup, leakage, length
 from tunewise.audit.normalize import content_chars, exact_form, key64, snippet, words
 from tunewise.errors import DataError
+from tunewise.kit.jsonl import read_jsonl
 from tunewise.recipe import Recipe
 from tunewise.rundir import AtomicJsonlWriter
 from tunewise.safety import pii
@@ -124,18 +124,12 @@ class Scan:
 def read_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
     """The records of one data/ split, BATCH at a time."""
     batch: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                batch.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: not a row written by the data stage ({exc.msg}); the file was "
-                                f"damaged: run the data stage again (`tunewise run RECIPE --force`)") from None
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
+    for _, row in read_jsonl(path, what="a row written by the data stage",
+                             advice="; the file was damaged: run the data stage again (`tunewise run RECIPE --force`)"):
+        batch.append(row)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
     if batch:
         yield batch
 
@@ -150,12 +144,12 @@ def data_quarantine(data_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            q = json.loads(line)
-            out.append({"stage": "data", "check": "invalid_row", "split": q.get("split"), "id": None,
-                        "origin": f"{q.get('file')}:{q.get('line')}", "field": q.get("field"),
-                        "reason": q.get("reason"), "raw": q.get("raw")})
+    for number, q in read_jsonl(path, what="a line written by the data stage", advice="; run the data stage again"):
+        if not isinstance(q, dict):
+            raise DataError(f"{path}:{number}: not a quarantined row (a JSON object); run the data stage again")
+        out.append({"stage": "data", "check": "invalid_row", "split": q.get("split"), "id": None,
+                    "origin": f"{q.get('file')}:{q.get('line')}", "field": q.get("field"),
+                    "reason": q.get("reason"), "raw": q.get("raw")})
     return out
 
 

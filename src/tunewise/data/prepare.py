@@ -53,8 +53,9 @@ def prepare_data(recipe: Recipe, out: Path) -> str:
             splits[name] = splits[name][:data_file.max_rows]
             quarantine += _tagged(problems, name)
 
+    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}  # before carving: unique per file
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
-    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
+    renamed.update({name: 0 for name in carved})
 
     Labels(labels=labels, derived=cfg.labels is None).write(out)
     _write_splits(out, splits, _row_record, quarantine, _summary(cfg, splits, labels, quarantine, carved, renamed))
@@ -77,8 +78,9 @@ def _prepare_examples(recipe: Recipe, out: Path) -> str:
                                               max_quarantine_fraction=cfg.max_quarantine_fraction)
         splits[name] = splits[name][:data_file.max_rows]
         quarantine += _tagged(problems, name)
+    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}  # before carving: unique per file
     carved = _carve_missing_splits(splits, cfg, recipe.seed)
-    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}
+    renamed.update({name: 0 for name in carved})
     _write_splits(out, splits, _example_record, quarantine, _summary(cfg, splits, None, quarantine, carved, renamed))
     sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
     return f"data: {sizes} examples ({recipe.task}), {len(quarantine):,} quarantined"

@@ -317,9 +317,12 @@ class ExampleChecker:
             if not isinstance(m, dict):
                 raise BadRow(f"is {_describe(m)}; expected an object with 'role' and 'content'", where)
             role = m.get("role")
-            if role not in CHAT_ROLES:
+            if not isinstance(role, str) or role not in CHAT_ROLES:
                 shown = "missing" if role is None else f"'{role}'" if isinstance(role, str) else _describe(role)
                 raise BadRow(f"role is {shown}; expected one of: {', '.join(CHAT_ROLES)}", f"{where}.role")
+            if role == "system" and i > 0:  # chat templates put the system prompt first, or fail on it
+                raise BadRow(f"is a system message at position {i + 1}; expected the system message to be the "
+                             f"first message (at most one)", f"{where}.role")
             content = m.get("content")
             if not isinstance(content, str) or not content.strip():
                 got = "missing" if content is None else ("empty" if isinstance(content, str) else _describe(content))
@@ -414,6 +417,9 @@ def _records(name: str, fmt: str, checker: RowChecker) -> Iterator[Record]:
     if fmt == "parquet":
         return _parquet_records(name, checker)
     data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", Notepad's "Unicode"
+        raise DataError(f"{name}: the file is UTF-16 encoded (it starts with a UTF-16 byte order mark); expected "
+                        f"UTF-8: re-save it as UTF-8 (in Excel: 'CSV UTF-8')")
     if data.startswith(UTF8_BOM):  # written by Excel and Notepad; not part of the first field
         data = data[len(UTF8_BOM):]
     if fmt == "jsonl":
@@ -450,15 +456,34 @@ def _jsonl_records(data: bytes) -> Iterator[Record]:
             yield number, BadRow(_utf8_reason(line_bytes, exc.start)), line_bytes.decode("utf-8", "replace")
             continue
         try:
-            value = json.loads(line)
+            value = json.loads(line, object_pairs_hook=_object_without_repeats)
         except json.JSONDecodeError as exc:
             yield number, BadRow(_json_reason(exc, number, line)), line
+            continue
+        except _RepeatedKey as exc:
+            yield number, BadRow(f"the key '{exc.key}' appears {exc.count} times in one object; expected each key "
+                                 f"once (JSON keeps only the last value, so the others would be lost)",
+                                 exc.key), line
             continue
         if not isinstance(value, dict):
             yield number, BadRow(f"the line is {_describe(value)}, not a JSON object; expected one object per line, "
                                  'like {"text": "...", "label": "..."}'), line
             continue
         yield number, value, line
+
+
+class _RepeatedKey(Exception):
+    def __init__(self, key: str, count: int):
+        super().__init__(key)
+        self.key, self.count = key, count
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        key = next(k for k in value if sum(1 for p, _ in pairs if p == k) > 1)
+        raise _RepeatedKey(key, sum(1 for p, _ in pairs if p == key))
+    return value
 
 
 def _utf8_reason(line_bytes: bytes, start: int) -> str:
@@ -507,6 +532,12 @@ def _check_header(cells: list[str], name: str, line: int, delimiter: str, checke
     header = [c.strip() for c in cells]
     if _first_surrogate(cells) is not None:
         raise DataError(f"{name}:{line}: the header row is not valid UTF-8; expected a UTF-8 encoded file")
+    repeated = repeated_names(header)
+    if repeated:
+        column, positions = next(iter(repeated.items()))
+        raise DataError(f"{name}:{line}: the header row names column '{column}' {len(positions)} times (columns "
+                        f"{_and(positions)}); expected each column name once, since a repeated column would "
+                        f"replace the values of the earlier one. Rename or remove the extra column")
     missing = [f for f in checker.required if f not in header]
     if missing:
         found = ", ".join(f"'{h}'" for h in header[:20])
@@ -539,6 +570,20 @@ def _csv_utf8_reason(raw: str, start: int) -> str:
     byte = ord(raw[index]) - 0xDC00
     return (f"invalid UTF-8: byte 0x{byte:02X} at line {line}, column {column}; "
             f"expected UTF-8 text (re-save the file as UTF-8)")
+
+
+def repeated_names(names: list[str]) -> dict[str, list[int]]:
+    """{name: its 1-based positions} for every non-empty name that occurs more than once, in order of first use."""
+    positions: dict[str, list[int]] = {}
+    for i, n in enumerate(names, start=1):
+        if n:
+            positions.setdefault(n, []).append(i)
+    return {n: where for n, where in positions.items() if len(where) > 1}
+
+
+def _and(numbers: list[int]) -> str:
+    shown = [str(n) for n in numbers]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} and {shown[-1]}"
 
 
 def _columns(count: int) -> str:
@@ -614,6 +659,11 @@ def _present_columns(names: list[str], name: str, checker: RowChecker, what: str
         raise DataError(f"{name}: the {what} has no {_missing_columns(missing)}; columns found: {found}. "
                         f"{checker.column_hint}")
     wanted_columns = [*checker.required, ID_FIELD, *checker.slice_fields]
+    repeated = {n: where for n, where in repeated_names(names).items() if n in wanted_columns}
+    if repeated:
+        column, positions = next(iter(repeated.items()))
+        raise DataError(f"{name}: the {what} has column '{column}' {len(positions)} times (columns "
+                        f"{_and(positions)}); expected each column name once. Rename or remove the extra column")
     return [c for c in dict.fromkeys(wanted_columns) if c in names]
 
 

@@ -3,12 +3,12 @@ show the score of the truly held-out part beside the headline."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from tunewise.errors import RunDirError
+from tunewise.kit.jsonl import read_jsonl
 
 FLAGGED_FILE = "flagged.jsonl"  # written by the audit stage: one line per flagged row and finding
 
@@ -30,14 +30,12 @@ def leaked_test_ids(audit_dir: Path) -> dict[str, str]:
         raise RunDirError(f"{path}: missing; the audit stage writes it: rerun the audit stage "
                           f"(`tunewise audit {audit_dir.parent}`)")
     out: dict[str, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    rerun = f"; rerun the audit stage (`tunewise audit {audit_dir.parent} --force`)"
+    for number, value in read_jsonl(path, error=RunDirError, what="a flagged-row line", advice=rerun):
         try:
-            row = FlaggedLine.model_validate(json.loads(line))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise RunDirError(f"{path}:{number}: not a flagged-row line ({str(exc).splitlines()[0]}); rerun the "
-                              f"audit stage (`tunewise audit {audit_dir.parent} --force`)") from None
+            row = FlaggedLine.model_validate(value)
+        except ValidationError as exc:
+            raise RunDirError(f"{path}:{number}: not a flagged-row line ({str(exc).splitlines()[0]}){rerun}") from None
         if row.check == "leak" and row.split == "test" and row.id is not None:
             out.setdefault(row.id, row.kind)
     return out

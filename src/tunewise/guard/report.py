@@ -99,18 +99,12 @@ def component(flags: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = No
 
 def read_benign_texts(path: Path, text_field: str, max_rows: int | None = None) -> list[str]:
     """The texts of one guard.benign_eval file (jsonl); a bad line is an error naming the file, line and field."""
-    import json
+    from tunewise.kit.jsonl import read_jsonl
 
     if not path.is_file():
         raise DataError(f"{path}: guard.benign_eval file not found")
     texts = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); guard.benign_eval files are jsonl") from None
+    for n, row in read_jsonl(path, advice="; guard.benign_eval files are jsonl"):
         text = row.get(text_field) if isinstance(row, dict) else None
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{path}:{n}: field {text_field!r} (data.text_field) is missing or not a non-empty "

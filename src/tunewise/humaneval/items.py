@@ -5,7 +5,6 @@ fine-tuned model on the same test rows), and the prompt or conversation the outp
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from tunewise.artifacts import Metrics
 from tunewise.errors import RunDirError, TunewiseError
+from tunewise.kit.jsonl import read_jsonl
 from tunewise.rundir import RunDir, sha256_file
 
 BASE = "base"              # `--against base`: the base model zero-shot, from this run's eval/
@@ -65,13 +65,7 @@ def _read_predictions(path: Path) -> dict[str, dict[str, Any]]:
         raise RunDirError(f"{path}: missing; the evaluate stage writes it (`tunewise evaluate {path.parent.parent} "
                           f"--force`)")
     rows: dict[str, dict[str, Any]] = {}
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RunDirError(f"{path}:{line_no}: not valid JSON ({exc.msg})") from None
+    for line_no, row in read_jsonl(path, error=RunDirError):
         for key in ("id", "prompt", "prediction"):
             if not isinstance(row, dict) or not isinstance(row.get(key), str):
                 raise RunDirError(f"{path}:{line_no}: field `{key}` missing or not a string; a generation "

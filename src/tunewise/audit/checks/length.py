@@ -1,5 +1,6 @@
 """Check `length`: rows longer than model.max_length, in the base model's tokens (see audit/length.py), which
-training truncates. A warning when at least LENGTH_WARN_RATE of all rows are over, else information."""
+training truncates. A warning when at least LENGTH_WARN_RATE of all rows are over, else information; a warning
+too when the lengths are only estimated (the base model's tokenizer could not be fetched)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,12 @@ LENGTH_WARN_RATE = 0.01
 def check(scan: Scan) -> CheckResult:
     result = CheckResult(status={"length": "ran"})
     max_length = scan.recipe.model.max_length
+    if scan.length_unit.startswith("estimated"):  # never a silent "every row fits": say the count is a guess
+        result.findings.append(Finding(
+            "length", "estimated_lengths", "warning", sum(sp.n for sp in scan.splits),
+            f"lengths are {scan.length_unit}, so rows over model.max_length={max_length} may be missed",
+            "make model.base loadable here (a built-in model, a local folder with safetensors and a tokenizer, "
+            "or a hub id with network access) and audit again"))
     over_rows = [(sp, int(i)) for sp in scan.splits for i in np.flatnonzero(sp.lengths > max_length)]
     if not over_rows:
         return result
