@@ -29,6 +29,11 @@ class VerifyError(RunDirError):
     exit_code = 1
 
 
+class DiskFullError(RunDirError):
+    """A write failed because the disk (or quota) is full. The file being written was left as it was before,
+    and so were the manifest and the previous checkpoints; free space and rerun (with --resume for training)."""
+
+
 class AuditBlocked(TunewiseError):
     """The data audit found blocking problems that `audit.allow` does not accept; training does not start."""
 

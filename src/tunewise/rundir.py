@@ -12,6 +12,7 @@ A stage is skipped when it finished before and the hashes of its inputs are unch
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise import stages
-from tunewise.errors import RunDirError, VerifyError
+from tunewise.errors import DiskFullError, RunDirError, VerifyError
 from tunewise.recipe import Recipe, validate_recipe
 
 MANIFEST = "manifest.json"
@@ -45,11 +46,56 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# how libraries that do not raise OSError report ENOSPC: safetensors (Rust io::Error), torch.save (miniz)
+_DISK_FULL_WORDS = ("no space left on device", "os error 28", "disk quota exceeded", "file write failed")
+
+
+def is_disk_full(exc: BaseException, where: Path) -> bool:
+    """Whether `exc` (or an exception it was raised from) is a full disk or quota. torch.save says only "file
+    write failed", so that is taken for a full disk when the file system of `where` has (almost) no room left."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        text = str(seen).lower()
+        if any(word in text for word in _DISK_FULL_WORDS[:3]):
+            return True
+        if _DISK_FULL_WORDS[3] in text or (isinstance(seen, OSError) and seen.errno is None):
+            return free_bytes(where) < (1 << 20)
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def free_bytes(where: Path) -> int:
+    """Bytes free for this user on the file system holding `where` (its nearest existing parent)."""
+    where = Path(where)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        return shutil.disk_usage(where).free
+    except OSError:
+        return -1
+
+
+def disk_full(path: Path, what: str) -> DiskFullError:
+    """The error for a write of `path` that the disk had no room for; `what` says what was left as it was."""
+    return DiskFullError(f"{path}: cannot write it, the disk is full (No space left on device, on the file system "
+                         f"holding {Path(path).parent}). {what} Free some space (or set output_dir= to a larger "
+                         f"disk) and rerun the same command.")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see a half-written file."""
+    """Write to a temp file in the same folder, then rename: readers never see a half-written file. A full disk
+    raises DiskFullError naming the file; the old file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        if is_disk_full(exc, path.parent):
+            raise disk_full(path, "It was left as it was.") from None
+        raise
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should read like any other file
         with os.fdopen(fd, "wb") as fh:
@@ -57,8 +103,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and is_disk_full(exc, path.parent):
+            raise disk_full(path, "It was left as it was (the write goes to a temporary file, renamed only when "
+                                  "complete).") from None
         raise
 
 
@@ -99,7 +148,12 @@ class AtomicJsonlWriter:
             raise
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        try:
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            if is_disk_full(exc, self.path.parent):
+                raise disk_full(self.path, "It was left as it was.") from None
+            raise
 
     def __enter__(self) -> "AtomicJsonlWriter":
         return self
@@ -113,8 +167,10 @@ class AtomicJsonlWriter:
             if exc_type is None:
                 os.replace(self._tmp, self.path)
                 return
-        except BaseException:
+        except BaseException as error:
             Path(self._tmp).unlink(missing_ok=True)
+            if isinstance(error, OSError) and is_disk_full(error, self.path.parent):
+                raise disk_full(self.path, "It was left as it was.") from None
             raise
         Path(self._tmp).unlink(missing_ok=True)  # the block raised: no file appears, its exception propagates
 
@@ -127,10 +183,31 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# sha256 of files this process hashed, by path, valid while (size, mtime, inode) are unchanged: a stage checks the
+# files it reads against the manifest (RunDir.require) without hashing again what an earlier stage just wrote
+_HASHED: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def sha256_file_cached(path: Path) -> str:
+    """sha256_file, remembered for as long as the file's size, mtime and inode stay the same."""
+    key, name = _stat_key(path), str(Path(path).resolve())
+    hit = _HASHED.get(name)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    digest = sha256_file(path)
+    _HASHED[name] = (key, digest)
+    return digest
+
+
 def hash_tree(folder: Path, root: Path, skip: Callable[[str], bool] = lambda rel: False) -> dict[str, str]:
     """sha256 of every file under folder, keyed by path relative to root; `skip(path relative to folder)` leaves
     files out (a stage's live state)."""
-    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(folder.rglob("*"))
+    return {str(p.relative_to(root)): sha256_file_cached(p) for p in sorted(folder.rglob("*"))
             if p.is_file() and not p.name.endswith(".tmp") and not skip(str(p.relative_to(folder)))}
 
 
@@ -186,7 +263,13 @@ class RunDir:
         """Create (or reopen) runs/<name>-<fingerprint>/ for this resolved recipe. `fresh`: a run directory made
         by an older tunewise gets a new manifest (its stages all rerun) instead of an error."""
         root = Path(recipe.output_dir) / f"{recipe.name}-{recipe.fingerprint()}"
-        root.mkdir(parents=True, exist_ok=True)
+        try:  # a probe file: fail here, clearly, rather than half-way through the first stage
+            root.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=root).close()
+        except OSError as exc:
+            raise RunDirError(f"output_dir: cannot write the run directory {root} ({exc.strerror or exc}: "
+                              f"{exc.filename or root}); set output_dir= to a folder you can write, "
+                              f"e.g. `tunewise run RECIPE output_dir=$HOME/tunewise-runs`") from None
         if (root / MANIFEST).exists() and not (fresh and _layout_of(root) != LAYOUT):
             rd = cls.open(root)
             rd.record_gate_section(recipe, why="tunewise run")  # the gate is not part of the run id
@@ -265,10 +348,36 @@ class RunDir:
         return bool(rec and rec.get("status") == "done")
 
     def require(self, stage: str, by: str) -> None:
+        """`by` reads the outputs of `stage`: it must have finished, and every file it recorded must still hash
+        as manifest.json says (a truncated, damaged or edited file is refused here, naming it, not half-read)."""
         if not self.is_done(stage):
             rerun = f"`tunewise run {self.root / RECIPE}`"  # the resolved recipe reproduces this exact run
             how = rerun if stage == "data" else f"`tunewise {stage} {self.root}` or {rerun}"
             raise RunDirError(f"`{by}` needs the `{stage}` stage of {self.root} to have finished; run {how} first")
+        if damaged := self.damaged_outputs(stage):
+            from tunewise.artifacts.base import rerun_hint
+
+            listed = "; ".join(damaged[:5]) + (f"; and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+            raise RunDirError(f"`{by}` reads the outputs of the `{stage}` stage, and they no longer match "
+                              f"{self.root / MANIFEST}: {listed}. `tunewise verify {self.root}` lists every "
+                              f"damaged file; {rerun_hint(stage, self.root)} to write them again")
+
+    def damaged_outputs(self, stage: str) -> list[str]:
+        """The recorded outputs of a finished stage that are missing or no longer hash as recorded. Typed artifacts
+        (artifacts/) are left to their reader, which refuses a damaged file with the stage to rerun; every other
+        file (weights, tokenizer, data rows, plots) is hashed, once per process while its size and mtime hold."""
+        from tunewise.artifacts import ARTIFACTS
+
+        typed = {f"{artifact.folder()}/{artifact.FILE}" for artifact in ARTIFACTS}
+        problems = []
+        for rel, digest in (self.stage_record(stage) or {}).get("outputs", {}).items():
+            path = self.root / rel
+            if not path.is_file():
+                problems.append(f"{path} is missing")
+            elif rel not in typed and sha256_file_cached(path) != digest:
+                problems.append(f"{path} is damaged, truncated or was edited (its sha256 differs from the one "
+                                f"recorded when the {stage} stage wrote it)")
+        return problems
 
     def outputs_of(self, *stages: str) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -311,7 +420,14 @@ class RunDir:
                                           "upstream": upstream_outputs}
         self.save_manifest()
         t0 = time.perf_counter()
-        message = fn(folder) or f"{stage}: done"
+        try:
+            message = fn(folder) or f"{stage}: done"
+        except DiskFullError:
+            raise
+        except Exception as exc:  # a full disk inside a library's own writer (torch.save, safetensors, plots)
+            if is_disk_full(exc, folder):
+                raise self._disk_full_in(stage, folder) from None
+            raise
         seconds = time.perf_counter() - t0
         outputs = hash_tree(folder, self.root, skip=declared.is_state)  # live state is not evidence
         for rel in extra_outputs:
@@ -321,12 +437,25 @@ class RunDir:
         self.save_manifest()
         return StageOutcome(stage, True, seconds, message)
 
+    def _disk_full_in(self, stage: str, folder: Path) -> DiskFullError:
+        """The error for a stage whose writer ran out of disk: names the file it was writing (the newest one in
+        its folder) and what survives."""
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        newest = max(files, key=lambda p: p.stat().st_mtime_ns) if files else folder
+        resume = " (with --resume: training continues from its last complete checkpoint)" if stage == "train" else ""
+        kept = ", and so are the checkpoints saved before this one" if stage == "train" else ""
+        return disk_full(newest, f"The {stage} stage stopped and is recorded as unfinished; {self.root / MANIFEST} "
+                                 f"and the outputs of the earlier stages are intact{kept}. Rerunning the "
+                                 f"stage{resume} replaces what it left.")
+
     def _outputs_intact(self, rec: dict[str, Any]) -> bool:
         return all((self.root / rel).is_file() for rel in rec.get("outputs", {}))
 
     # -- verification
     def verify(self) -> list[str]:
         """Re-hash every recorded input and output. Returns a list of problems (empty when all match)."""
+        from tunewise.artifacts.base import rerun_hint
+
         problems: list[str] = []
         recipe_file = self.root / RECIPE
         if not recipe_file.is_file():
@@ -342,7 +471,8 @@ class RunDir:
                 if not p.is_file():
                     problems.append(f"{rel}: missing (recorded by stage {stage})")
                 elif sha256_file(p) != digest:
-                    problems.append(f"{rel}: modified (sha256 differs from the one recorded by stage {stage})")
+                    problems.append(f"{rel}: modified, damaged or truncated (sha256 differs from the one recorded "
+                                    f"by stage {stage}; {rerun_hint(stage, self.root)})")
             for up, hashes in rec.get("upstream", {}).items():
                 if hashes != self.outputs_of(up):
                     problems.append(f"{stage}: built from an earlier run of stage {up}, which has rerun since; "
@@ -374,8 +504,12 @@ class RunDir:
         recorded = {rel: digest for rec in self.manifest["stages"].values()
                     for rel, digest in rec.get("outputs", {}).items()}
         recorded[RECIPE] = self.manifest.get("recipe_sha256")
+        try:
+            citations = Citations.read(path).files
+        except RunDirError:  # damaged: the hash check above already names it, with the stage to rerun
+            return []
         problems = []
-        for cite in Citations.read(path).files:
+        for cite in citations:
             p = self.root / cite.path
             if not p.is_file():
                 problems.append(f"{cite.path}: cited by the model card, missing")
