@@ -30,12 +30,14 @@ def _echo(message: str) -> None:
 def run(recipe: Annotated[Path, typer.Argument(help="Recipe YAML file.")],
         overrides: Annotated[Optional[list[str]], typer.Argument(help="key=value overrides, e.g. train.epochs=3 data.train=my.jsonl; ~key deletes.")] = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted training from its last checkpoint.")] = False,
-        force: ForceOpt = False) -> None:
+        force: ForceOpt = False,
+        nproc: Annotated[int, typer.Option("--nproc", min=1, help="Train on N processes of this machine (DDP through the transformers Trainer: gloo on CPU, NCCL on GPU); data and audit run once. train.batch_size is per process. Threads per process: the CPUs this process may use / N (TUNEWISE_THREADS overrides). For several machines use torchrun (README: Scaling out).")] = 1) -> None:
     """Run every stage of RECIPE that it enables; stages whose inputs are unchanged are skipped."""
     from tunewise.pipeline import run as run_pipeline
 
-    root = run_pipeline(recipe, overrides or [], resume=resume, force=force, echo=_echo)
-    _echo(f"report: {root / 'report.html'}")
+    root = run_pipeline(recipe, overrides or [], resume=resume, force=force, nproc=nproc, echo=_echo)
+    if root is not None:  # None: a rank other than 0 under torchrun, which only trained
+        _echo(f"report: {root / 'report.html'}")
 
 
 @app.command()
@@ -59,6 +61,8 @@ STAGE_FLAGS = {  # RunOptions field -> the typer option a stage command offers f
                                                "print its accuracy change against torch on the test split.")),
     "int8": (bool, typer.Option("--int8", help="With --onnx: quantize the ONNX weights to int8 (dynamic "
                                                "quantization; smaller and faster on CPU).")),
+    "nproc": (int, typer.Option("--nproc", min=1, help="Train on N processes of this machine (DDP: gloo on CPU, "
+                                                       "NCCL on GPU); train.batch_size is per process.")),
 }
 
 

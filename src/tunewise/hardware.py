@@ -54,10 +54,152 @@ def cpu_facts() -> dict:
                 break
     except OSError:  # not Linux: the model name from platform, no flags
         pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus_available": cpus,
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus_available": affinity_cpus(),
+            "cpu_quota": cpu_quota(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "tunewise_threads": os.environ.get(THREADS_ENV),
             "fast_bf16": "amx_tile" in flags if flags else cpu_supports_fast_bf16()}
+
+
+# ---------------------------------------------------------------- threads: follow the CPUs the process may use
+
+THREADS_ENV = "TUNEWISE_THREADS"
+
+
+def affinity_cpus() -> int:
+    """CPUs this process may run on (taskset, cpuset, a container's --cpuset-cpus); os.cpu_count() counts them all."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _cgroup_paths(proc_cgroup: Path) -> tuple[str | None, str | None]:
+    """(cgroup v2 path, cgroup v1 cpu-controller path) of this process, from /proc/self/cgroup."""
+    v2 = v1 = None
+    try:
+        for line in proc_cgroup.read_text(encoding="utf-8").splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controllers == "":
+                v2 = path
+            elif "cpu" in controllers.split(","):
+                v1 = path
+    except (OSError, ValueError):
+        pass
+    return v2, v1
+
+
+def cpu_quota(root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
+    """The CPU time this process may use per second of wall time (cgroup v2 cpu.max, or v1 cfs_quota/period), e.g.
+    1.5 for `docker run --cpus 1.5`; None when unlimited or unknown. The tightest limit on the way up the tree wins."""
+    v2, v1 = _cgroup_paths(proc_cgroup)
+    limits: list[float] = []
+    for base, rel, read in ((root, v2, _read_cpu_max), (root / "cpu", v1, _read_cfs), (root / "cpu,cpuacct", v1, _read_cfs)):
+        if rel is None or not base.is_dir():
+            continue
+        folder = base / rel.lstrip("/")
+        while True:  # the cgroup itself and each parent up to the mount point
+            limit = read(folder)
+            if limit is not None:
+                limits.append(limit)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return min(limits) if limits else None
+
+
+def _read_cpu_max(folder: Path) -> float | None:
+    try:
+        quota, period = (folder / "cpu.max").read_text(encoding="utf-8").split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else int(quota) / int(period)
+
+
+def _read_cfs(folder: Path) -> float | None:
+    try:
+        quota = int((folder / "cpu.cfs_quota_us").read_text(encoding="utf-8"))
+        period = int((folder / "cpu.cfs_period_us").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return None if quota <= 0 or period <= 0 else quota / period
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    threads: int      # torch intra-op threads per process
+    reason: str
+
+
+def plan_threads(processes_per_node: int = 1, env: dict[str, str] | None = None) -> ThreadPlan:
+    """Threads per process: the CPUs this process may really use (affinity, capped by the cgroup quota) shared out
+    among the processes on this node, at least 1. More OpenMP threads than CPUs make them wait on each other: two
+    training processes with 2 threads each on 2 cores ran 35x slower than with 1 each. `TUNEWISE_THREADS` overrides
+    (and an explicit OMP_NUM_THREADS is respected when it is not set)."""
+    env = os.environ if env is None else env
+    for name in (THREADS_ENV, "OMP_NUM_THREADS"):
+        raw = env.get(name)
+        if raw not in (None, ""):
+            try:
+                n = int(raw)
+            except ValueError:
+                n = 0
+            if n < 1:
+                from tunewise.errors import TunewiseError
+
+                raise TunewiseError(f"{name}={raw!r}: expected a whole number of threads, 1 or more")
+            return ThreadPlan(n, f"{name}={n} set in the environment")
+    cpus, quota = affinity_cpus(), cpu_quota()
+    usable = cpus if quota is None else max(1, min(cpus, int(quota + 0.5)))
+    n = max(1, usable // max(1, processes_per_node))
+    limit = f"{cpus} CPUs in the affinity mask" + (f", cgroup quota {quota:g} CPUs" if quota is not None else "")
+    share = f" shared by {processes_per_node} processes" if processes_per_node > 1 else ""
+    return ThreadPlan(n, f"{limit}{share}")
+
+
+def apply_threads(plan: ThreadPlan) -> None:
+    """Set torch's intra-op threads, and OMP/MKL for anything this process starts."""
+    import torch
+
+    torch.set_num_threads(plan.threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(plan.threads)
+
+
+# ---------------------------------------------------------------- the process group a launcher started
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among those torchrun / accelerate launch started (from their environment variables)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    size: int = 1
+    local_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_from_env(env: dict[str, str] | None = None) -> World:
+    env = os.environ if env is None else env
+    size = int(env.get("WORLD_SIZE", "1"))
+    return World(rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")), size=size,
+                 local_size=int(env.get("LOCAL_WORLD_SIZE", str(size))))
+
+
+def refuse_silent_single_process(env: dict[str, str] | None = None) -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE plain process (its CPU launcher hands N to mpirun, and
+    without --mpirun_hostfile there is none) and sets no WORLD_SIZE: training would quietly run on one process.
+    Its traces are ACCELERATE_USE_CPU plus a MASTER_ADDR with no WORLD_SIZE and no MPI rank; refuse them."""
+    env = os.environ if env is None else env
+    mpi = any(k in env for k in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "MV2_COMM_WORLD_SIZE"))
+    if env.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_ADDR" in env and "WORLD_SIZE" not in env \
+            and not mpi:
+        from tunewise.errors import TunewiseError
+
+        raise TunewiseError(
+            "`accelerate launch --cpu --num_processes N` starts only ONE process (accelerate's CPU launcher needs "
+            "mpirun for more), so this would train on one process while you asked for N. Use one of: "
+            "`tunewise run RECIPE --nproc N`, `torchrun --nproc_per_node N -m tunewise run RECIPE`, or "
+            "`accelerate launch --multi_gpu --num_processes N -m tunewise run RECIPE` (on CPU too: tunewise "
+            "trains with gloo there)")
 
 
 def choose_placement(device: str = "auto", precision: str = "auto") -> Placement:
@@ -77,3 +219,56 @@ def choose_placement(device: str = "auto", precision: str = "auto") -> Placement
     ok = cpu_supports_fast_bf16()
     return Placement(dev, "bf16" if ok else "fp32", "CPU has AMX bf16 tiles" if ok else
                      "CPU has no AMX: bf16 matmuls would be slower than fp32 here")
+
+
+# Under torchrun / accelerate launch every rank runs `tunewise run`. Rank 0 prepares the data and audits it while
+# the others wait on a gloo group of their own (with a long timeout: an audit of a large set takes a while); rank 0
+# then announces the training (or None: nothing to train, or a failure), all ranks train, and rank 0 leaves the
+# group to evaluate and write the card alone.
+_coordination: dict = {"group": None, "announced": False}
+
+
+def join_launched_group(world: World, device: str) -> None:
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+    _coordination["group"] = dist.new_group(backend="gloo", timeout=datetime.timedelta(hours=12))
+
+
+def announce_training(job: dict | None) -> None:
+    """Rank 0: tell the waiting ranks what to train (a dict), or that there is nothing to train (None). Once."""
+    if _coordination["group"] is None or _coordination["announced"]:
+        return
+    import torch
+    import torch.distributed as dist
+
+    _coordination["announced"] = True
+    dist.broadcast_object_list([job], src=0, group=_coordination["group"], device=torch.device("cpu"))
+
+
+def await_training() -> dict | None:
+    """A rank other than 0: wait for rank 0's announcement."""
+    import torch
+    import torch.distributed as dist
+
+    box: list = [None]
+    dist.broadcast_object_list(box, src=0, group=_coordination["group"], device=torch.device("cpu"))
+    return box[0]
+
+
+def leave_launched_group() -> None:
+    """After training: destroy the process group and forget the launcher's world, so the stages after training
+    (which rank 0 runs alone) see one process."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _coordination["group"] = None
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK"):
+        os.environ.pop(key, None)

@@ -35,12 +35,28 @@ def run_stage(rd: RunDir, name: str, options: RunOptions = RunOptions()) -> Stag
 
 
 def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resume: bool = False,
-        force: bool = False, echo: Callable[[str], None] = print) -> Path:
+        force: bool = False, nproc: int = 1, echo: Callable[[str], None] = print) -> Path | None:
     """Run every stage the recipe enables, in registry order, skipping those whose inputs are unchanged.
-    Returns the run directory. Blocking audit findings stop the run at the train stage."""
+    Returns the run directory. Blocking audit findings stop the run at the train stage.
+
+    `nproc` > 1 trains on that many processes (DDP). Started by torchrun or accelerate launch (WORLD_SIZE set),
+    every rank calls this: rank 0 runs the stages, the other ranks only train beside it (they return None)."""
+    from tunewise.hardware import refuse_silent_single_process, world_from_env
+    from tunewise.train.distributed import check_parallel_config
+
+    refuse_silent_single_process()
+    world = world_from_env()
+    resolved = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides or [])
+    check_parallel_config(resolved, max(nproc, world.size))  # refuse what cannot work before anything runs
+    if world.size > 1:
+        return _run_launched(recipe, overrides, resolved, resume=resume, force=force, echo=echo)
+    return _run_stages(recipe, overrides, resume=resume, force=force, nproc=nproc, echo=echo)
+
+
+def _run_stages(recipe, overrides, *, resume: bool, force: bool, nproc: int, echo: Callable[[str], None]) -> Path:
     rd = open_run(recipe, overrides, fresh=force)
     echo(f"run directory: {rd.root}")
-    options = RunOptions(force=force, resume=resume)
+    options = RunOptions(force=force, resume=resume, nproc=nproc)
     for stage in stages.STAGES:
         if stage.enabled(rd.recipe):
             echo(stage.run(rd, options).message)
@@ -49,6 +65,28 @@ def run(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, resu
 
         require_gate_passed(rd)  # after everything is written: GateFailed (exit 3) when a rule failed
     return rd.root
+
+
+def _run_launched(recipe, overrides, resolved: Recipe, *, resume: bool, force: bool,
+                  echo: Callable[[str], None]) -> Path | None:
+    """Under torchrun / accelerate launch: rank 0 runs every stage (data and audit once, while the other ranks
+    wait); the train stage announces itself and all ranks train; then rank 0 evaluates and writes the card alone."""
+    from tunewise.hardware import (announce_training, await_training, choose_placement, join_launched_group,
+                                   world_from_env)
+
+    world = world_from_env()
+    join_launched_group(world, choose_placement(resolved.train.device, resolved.train.precision).device)
+    if not world.is_main:
+        from tunewise.train import train_as_follower
+
+        job = await_training()
+        if job is not None:
+            train_as_follower(job)
+        return None  # rank 0 reports the run
+    try:
+        return _run_stages(recipe, overrides, resume=resume, force=force, nproc=1, echo=echo)
+    finally:  # a failure before training (e.g. a blocking audit finding) must not leave the other ranks waiting
+        announce_training(None)
 
 
 def audit_recipe(recipe: str | Path | Recipe, overrides: list[str] | None = None, *, force: bool = False,

@@ -12,6 +12,7 @@ import difflib
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -266,6 +267,11 @@ class GateConfig(_Strict):
     crows_pairs_band: tuple[float, float] | None = Field(None, description="Causal LMs: the fine-tuned model's CrowS-Pairs stereotype preference (0.5 is ideal) must lie in [low, high]. Needs the probes stage.")
     no_blocking_findings: bool = Field(False, description="The data audit (audit/findings.json) must have no blocking finding, except those audit.allow accepts and `accepted_findings` gives a reason for.")
     accepted_findings: dict[str, str] = Field(default_factory=dict, description=f"Audit check -> why its blocking findings, accepted by audit.allow, are acceptable for release; with no_blocking_findings, an accepted finding without a reason fails the gate. Checks: {', '.join(AUDIT_CHECKS)}.")
+    max_p99_ms: float | None = Field(None, gt=0, description="Serving: the p99 latency of /v1/classify at `p99_clients` concurrent clients, from the serving benchmark (servebench/bench.json, `tunewise serve-bench RUN`), must not exceed this many milliseconds; a level with failed requests fails. null: no latency rule.")
+    p99_clients: int = Field(32, ge=1, description="Serving: the concurrency level max_p99_ms is judged at; the benchmark must have measured it (`tunewise serve-bench RUN --clients 1,8,32`).")
+    min_guard_detection: float | None = Field(None, ge=0, le=1, description="Serving: the injection guard the benchmark served with (serve.guard.run) must detect at least this share of its untouched test split's injections at `guard_fpr`, judged on the lower CI bound (copied from the guard run's guard/guard.json into servebench/bench.json). null: no guard rule.")
+    guard_fpr: float | None = Field(None, gt=0, lt=0.5, description="Serving: the false-positive rate min_guard_detection is read at; must be one of the guard's reported operating points (guard.report_fprs or its target_fpr). null: the guard's serving target_fpr.")
+    serving_evidence: Literal["block", "skip"] = Field("block", description="Serving rules set but no serving benchmark in the run (or one of another model): `block` fails the rule, naming the command that measures it; `skip` passes it as not measured, with the reason in gate.json and the card (for a run not meant to be served by tunewise).")
 
     @field_validator("crows_pairs_band")
     @classmethod
@@ -286,7 +292,8 @@ class GateConfig(_Strict):
     def rules_set(self) -> bool:
         return bool(self.metrics or self.beat_baselines or self.max_slice_gap is not None
                     or self.max_flip_rate is not None or self.crows_pairs_band is not None
-                    or self.no_blocking_findings)
+                    or self.no_blocking_findings or self.max_p99_ms is not None
+                    or self.min_guard_detection is not None)
 
 
 class HumanEvalConfig(_Strict):
@@ -367,7 +374,8 @@ class ServeConfig(_Strict):
     max_batch_requests: int = Field(32, ge=1, le=4096, description="Micro-batching: most requests gathered into one model call.")
     max_batch_wait_ms: float = Field(5.0, ge=0, le=10_000, description="Micro-batching: how long the first waiting request waits for others before its batch runs.")
     max_inputs_per_request: int = Field(256, ge=1, le=100_000, description="Most texts in one /v1/classify or /v1/guard request.")
-    backend: Literal["torch", "onnx"] = Field("torch", description="Classifiers: `onnx` runs the model with ONNX Runtime from the run's `tunewise export RUN --onnx` folder.")
+    backend: Literal["auto", "torch", "onnx"] = Field("auto", description="Classifiers: `onnx` runs the model with ONNX Runtime from the run's `tunewise export RUN --onnx [--int8]` folder (export/onnx/); `torch` runs model/ as evaluated; `auto` serves ONNX when that folder exists and its recorded test accuracy change against torch (export/ONNX.json) is no worse than -onnx_max_accuracy_drop, else torch. The server prints and serve/serve.json records which, with the change.")
+    onnx_max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="`backend: auto`: the largest test-accuracy drop of the ONNX model against torch (export/ONNX.json) for which auto serves ONNX.")
     log: str | None = Field(None, description="Prediction log as a SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db). null: SQLite in WAL mode at RUN/logs/predictions.sqlite (outside the hashed stage folders: it is live state, not evidence).")
     model_name: str | None = Field(None, description="The model id clients send and /v1/models lists. null: card.model_name, else the recipe name.")
     redaction: ServeRedaction = Field(default_factory=ServeRedaction, description="PII redaction per endpoint.")
@@ -575,6 +583,8 @@ def parse_override(item: str) -> tuple[str, Any, bool]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, (dict, list)) and not raw.lstrip().startswith(("{", "[")):
+        value = raw  # `a.b=Summarize: {text}` is text; only a bracketed {..} or [..] is a mapping or a list
     return key, value, False
 
 
@@ -610,7 +620,15 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=RecipeLoader)  # noqa: S506  # a SafeLoader that refuses repeated keys
+        lines = key_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = " ".join(filter(None, [exc.context, exc.problem]))
+        raise RecipeError(f"{where}: not valid YAML: {problem} (line {mark.line + 1 if mark else '?'}, "
+                          f"column {mark.column + 1 if mark else '?'})") from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -618,16 +636,52 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of sections (name, data, model, train, ...)")
     raw, origin = apply_overrides(raw, overrides or [])
-    return validate_recipe(raw, source=str(path), origin=origin, base_dir=path.parent)
+    return validate_recipe(raw, source=str(path), origin=origin, base_dir=path.parent, lines=lines)
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key written twice in one mapping is an error: plain YAML keeps the last
+    value silently, so a second `train:` section would erase the first."""
+
+
+def _unique_mapping(loader: RecipeLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    first_line: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            seen = key in first_line
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            break
+        if seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key `{key}` is written twice in one section (lines {first_line[key]} and "
+                f"{key_node.start_mark.line + 1}); expected each key once (merge the two)", key_node.start_mark)
+        first_line[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def key_lines(node: Any, prefix: str = "") -> dict[str, int]:
+    """{dotted key: 1-based line} of every mapping key in a composed YAML document, for messages."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                dotted = f"{prefix}{key_node.value}"
+                lines[dotted] = key_node.start_mark.line + 1
+                lines.update(key_lines(value_node, dotted + "."))
+    return lines
 
 
 def validate_recipe(raw: dict[str, Any], *, source: str = "<recipe>", origin: dict[str, str] | None = None,
-                    base_dir: Path | None = None) -> Recipe:
+                    base_dir: Path | None = None, lines: dict[str, int] | None = None) -> Recipe:
     origin = origin or {}
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, raw, source, origin)) from None
+        raise RecipeError(format_validation_error(exc, raw, source, origin, lines)) from None
     if base_dir is not None:
         _resolve_paths(recipe, base_dir, origin)
     return recipe
@@ -697,29 +751,47 @@ def _field_info(loc: tuple[Any, ...]) -> tuple[str | None, list[str]]:
     return (info.description if info else None), []
 
 
-def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str, origin: dict[str, str]) -> str:
+_VALIDATOR_TAG = re.compile(r"[a-z][a-z-]*\[.*\]")  # e.g. function-after[_fits_task(), Recipe]
+
+
+def format_validation_error(exc: ValidationError, raw: dict[str, Any], source: str, origin: dict[str, str],
+                            key_line: dict[str, int] | None = None) -> str:
     lines = [f"{source}: the recipe has {exc.error_count()} problem(s):"]
     for err in exc.errors():
         # drop pydantic's validator tags such as 'function-after[...]' so the key reads as written
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and _VALIDATOR_TAG.fullmatch(p)))
+        if err["type"] == "extra_forbidden" and err["loc"]:  # keep the unknown key itself, even `a[b]`
+            loc = tuple(p for p in err["loc"][:-1] if not (isinstance(p, str) and _VALIDATOR_TAG.fullmatch(p)))
+            loc += (err["loc"][-1],)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         where = _blame(loc, origin, source)
+        line = _line_of(loc, key_line or {}) if where == source else None
+        at = f" (line {line})" if line else ""  # the key's line, or that of the section it is missing from
         if err["type"] == "extra_forbidden":
             _, siblings = _field_info(loc)
             hint = difflib.get_close_matches(str(loc[-1]), siblings, n=1)
             allowed = f"; did you mean `{'.'.join(map(str, loc[:-1] + (hint[0],)))}`?" if hint else (
                 f"; allowed keys here: {', '.join(siblings)}" if siblings else "")
-            lines.append(f"  - `{dotted}` is not a recipe field (from {where}){allowed}")
+            lines.append(f"  - `{dotted}` is not a recipe field (from {where}){allowed}{at}")
             continue
         if err["type"] == "missing":
             desc, _ = _field_info(loc)
-            lines.append(f"  - `{dotted}` is required (from {where})" + (f": {desc}" if desc else ""))
+            lines.append(f"  - `{dotted}` is required (from {where})" + (f": {desc}" if desc else "") + at)
             continue
         got = err.get("input")
         msg = _lower_first(err["msg"].removeprefix("Value error, "))
         shown = "" if isinstance(got, dict) else f"; got {got!r}"  # a whole section is noise, the message names the keys
-        lines.append(f"  - `{dotted}` {msg}{shown} (from {where})")
+        lines.append(f"  - `{dotted}` {msg}{shown} (from {where}){at}")
     return "\n".join(lines)
+
+
+def _line_of(loc: tuple[Any, ...], key_line: dict[str, int]) -> int | None:
+    """The line of the key at loc in the recipe file, or of the nearest section above it that is written there."""
+    for n in range(len(loc), 0, -1):
+        line = key_line.get(".".join(str(p) for p in loc[:n]))
+        if line:
+            return line
+    return None
 
 
 def _blame(loc: tuple[Any, ...], origin: dict[str, str], source: str) -> str:

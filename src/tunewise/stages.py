@@ -34,6 +34,7 @@ class RunOptions:
     onnx: bool = False        # export: also build an ONNX Runtime backend of an encoder classifier (export/onnx/)
     int8: bool = False        # export --onnx: quantize its weights to int8
     explicit: bool = False    # asked for by name (`tunewise audit`), so it runs even when the recipe disables it
+    nproc: int = 1            # train: processes to train on (DDP; `tunewise run --nproc N`)
 
 
 def _always(recipe: "Recipe") -> bool:
@@ -105,7 +106,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("audit", "audit", ("data",), "tunewise.audit:run",
           "duplicates, leakage, label noise, PII and licences; the datasheet", enabled=_audit_enabled, cli=None),
     Stage("train", "model", ("data", "audit"), "tunewise.train:run",
-          "fine-tune the base model (full or LoRA)", cli=("resume",)),
+          "fine-tune the base model (full or LoRA)", cli=("resume", "nproc")),
     Stage("reference", "reference", ("data", "train"), "tunewise.monitor.reference:run",
           "profile the held-out test split (texts, tokens, vocabulary, predictions, confidence, embeddings) for "
           "monitoring"),
@@ -138,6 +139,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("serve", "serve", ("train", "export"), "tunewise.serve:run",
           "serve the model over HTTP behind keys, limits, the injection guard and PII redaction, with a prediction "
           "log (`tunewise serve RUN`; serve/serve.json records what is served)", enabled=lambda r: False, cli=None),
+    Stage("servebench", "servebench", ("train", "export"), "tunewise.serve.bench:run",
+          "load /v1/classify as served at 1, 8, 32 concurrent clients: throughput, p50/p95/p99, CPU-s per 1k "
+          "requests, the guard's measured detection (`tunewise serve-bench RUN`; servebench/bench.json, read by the "
+          "release gate)", enabled=lambda r: False, cli=None),
 )
 _BY_NAME = {s.name: s for s in STAGES}
 

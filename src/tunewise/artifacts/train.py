@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tunewise.artifacts.base import Artifact, Strict
+from tunewise.artifacts.base import Artifact, Strict, omitted
 
 
 class BestMetric(Strict):
@@ -19,6 +19,24 @@ class BestMetric(Strict):
 
     name: str = Field(description="train.metric_for_best_model as resolved, e.g. macro_f1 or loss.")
     value: float = Field(description="Its value at the best checkpoint.")
+
+
+class TrainingHardware(Strict):
+    """Where and how the model was trained: processes, threads, CPU kind. Kernels differ between CPU kinds (AMX
+    against AVX-512), so bit-identical results need the same CPU kind, thread count and world size."""
+
+    world_size: int = Field(description="Training processes in all (DDP / FSDP / DeepSpeed ranks); 1 for one process.")
+    processes_per_node: int = Field(description="Training processes on this machine.")
+    strategy: Literal["single", "ddp", "fsdp", "deepspeed"] = Field(description="How the processes shared the work.")
+    backend: str | None = Field(description="torch.distributed backend (gloo on CPU, nccl on GPU); null for one process.")
+    threads_per_process: int = Field(description="torch intra-op threads of each process.")
+    threads_reason: str = Field(description="Why that many: TUNEWISE_THREADS / OMP_NUM_THREADS, or the CPUs the process may use (affinity, cgroup quota) shared among the processes.")
+    cpu_model: str = Field(description="The CPU model name (/proc/cpuinfo).")
+    cpu_isa: list[str] = Field(description="ISA flags that change kernels and speed (amx_bf16, amx_tile, avx512_bf16, avx512f, avx2, ...).")
+    cpu_quota: float | None = Field(description="The cgroup CPU quota in CPUs; null when unlimited.")
+    gpu: str | None = Field(description="The GPU name (rank 0's); null on CPU.")
+    attention: str | None = Field(description="The attention implementation the model ran (sdpa, eager, flash_attention_2).")
+    liger: bool = Field(description="Liger fused kernels were applied (train.liger).")
 
 
 class TrainSummary(Artifact):
@@ -52,6 +70,8 @@ class TrainSummary(Artifact):
     eval_seconds_during_training: float = Field(description="Of which validation.")
     final_train_loss: float = Field(description="Mean training loss reported by the Trainer.")
     parameters: int = Field(description="Parameters of the model.")
+    hardware: TrainingHardware | None = omitted("Processes, threads and CPU kind of the training; absent in "
+                                                "summaries written before tunewise recorded them.")
 
 
 class ClassifierTrainSummary(TrainSummary):

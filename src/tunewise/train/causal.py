@@ -17,13 +17,15 @@ from typing import Any
 
 from tunewise.artifacts.train import CausalTrainSummary
 from tunewise.errors import DataError
-from tunewise.hardware import choose_placement
+from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import IGNORE, as_features, mask_segments, pack
-from tunewise.train.common import drop_checkpoints, last_complete_checkpoint, stage_callbacks, training_arguments
+from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
+                                   resumable_sampling, stage_callbacks, training_arguments)
+from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
 QUARANTINE_FILE = "quarantine.jsonl"
 
@@ -78,7 +80,7 @@ def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=Non
 def _trainer_class():
     from transformers import Trainer
 
-    class TrainedTokensTrainer(Trainer):
+    class TrainedTokensTrainer(rank_zero_trainer(resumable_sampling(Trainer))):
         """Trainer whose loss projects only the trained positions onto the vocabulary (see trained_positions_loss)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -86,6 +88,11 @@ def _trainer_class():
             # enters autocast itself (without it, "bf16" training ran every matmul in fp32)
             with self.accelerator.autocast():
                 loss, preds = trained_positions_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices \
+                    and self.args.world_size > 1:
+                # the count is over all processes and DDP averages the gradients: scale back, as the Trainer's
+                # own compute_loss does, so the loss is the mean over every trained token of the global batch
+                loss = loss * self.args.world_size
             return (loss, {"loss": loss, "logits": preds}) if return_outputs else loss
 
     return TrainedTokensTrainer
@@ -136,7 +143,9 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
+def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False,
+                 world: World = World(), threads: ThreadPlan | None = None) -> str:
+    """Train and (rank 0 only, with several processes) write model/; returns the stage message."""
     from datasets import Dataset
     from transformers import set_seed
 
@@ -151,7 +160,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     if (data_dir / "validation.jsonl").exists():
         val_enc, val_rejected = encode_split(recipe, tokenizer, data_dir, "validation")
         rejected += val_rejected
-    atomic_write_jsonl(out / QUARANTINE_FILE, rejected)
+    if world.is_main:
+        atomic_write_jsonl(out / QUARANTINE_FILE, rejected)
     if not train_enc:
         raise DataError(f"{data_dir / 'train.jsonl'}: no training example could be encoded")
 
@@ -161,6 +171,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     if frozen_bf16:
         store_frozen_linears_in_bf16(model)
     model.config.pad_token_id = tokenizer.pad_token_id
+    attention = choose_attention(model, placement)
     if method == "lora":
         model = wrap_lora(model, recipe)
 
@@ -173,7 +184,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
 
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
-    if not resume:
+    if not resume and world.is_main:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     best_name = recipe.best_metric()
     args = training_arguments(
@@ -182,8 +193,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         max_logging_steps=25, group_by_length=cfg.group_by_length and not cfg.packing,
         remove_unused_columns=False, label_names=["labels"],
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None)
-    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None, world=world)
+    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None, world)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=task.collator(tokenizer), processing_class=tokenizer,
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,
@@ -194,6 +205,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     wall = time.perf_counter() - t0
 
     trainer.save_model(str(out))  # LoRA: the adapter only (base stays in the cache); full: the whole model
+    if not world.is_main:  # the Trainer saved from process 0; everything below is rank 0's to write
+        return "train: done on a rank other than 0"
     tokenizer.save_pretrained(str(out))
     atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
     state = trainer.state
@@ -248,6 +261,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         # the first training examples as the model saw them, with the tokens that carry loss marked
         "mask_preview": [{"id": e.meta.get("id"), "tokens": len(e.input_ids), "trained_tokens": e.trained_tokens,
                           "truncated": e.truncated, "segments": mask_segments(tokenizer, e)} for e in train_enc[:3]],
+        "hardware": hardware_record(recipe, placement, world, threads or plan_threads(world.local_size), attention),
     })
     summary.write(out)
     drop_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
@@ -258,5 +272,6 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     tps = (f", {summary.trained_tokens_per_second:,.0f} trained tok/s of "
            f"{summary.processed_tokens_per_second:,.0f} processed" if summary.trained_tokens_per_second else "")
     return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {len(train_enc):,} examples in {wall:.0f}s "
-            f"({placement.precision} on {placement.device}{note}{tps}){val}"
+            f"({placement.precision} on {placement.device}"
+            + (f", {world.size} processes (DDP)" if world.size > 1 else "") + f"{note}{tps}){val}"
             + (f"; {len(rejected)} examples quarantined (model/{QUARANTINE_FILE})" if rejected else ""))

@@ -16,16 +16,20 @@ from pathlib import Path
 
 from tunewise.artifacts.rows import load_labels
 from tunewise.artifacts.train import ClassifierTrainSummary
-from tunewise.hardware import choose_placement
+from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.classification import trainer_metrics
-from tunewise.train.common import drop_checkpoints, last_complete_checkpoint, stage_callbacks, training_arguments
+from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
+                                   resumable_sampling, stage_callbacks, training_arguments)
+from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
 
-def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False) -> str:
+def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False,
+                     world: World = World(), threads: ThreadPlan | None = None) -> str:
+    """Train and (rank 0 only, with several processes) write model/; returns the stage message."""
     from transformers import Trainer, set_seed
 
     cfg = recipe.train
@@ -38,6 +42,11 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     set_seed(recipe.seed)
     tokenizer = task.load_tokenizer(base.path)
     model = task.load_model(base.path, labels)
+    attention = choose_attention(model, placement)
+    # The encoder's forward takes **kwargs, so the Trainer assumes its loss divides by the batch's label count over
+    # all processes and multiplies it by the number of processes; its loss is a per-batch mean, so with 2 processes
+    # the logged loss (and the gradient) came out doubled. Say that it takes no such count.
+    model.accepts_loss_kwargs = False
     train_ds, train_truncated = task.encode(tokenizer, train_rows, recipe, split="train", labels=labels)
     val_ds = None
     if val_rows:
@@ -45,21 +54,23 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
 
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
-    if not resume:
+    if not resume and world.is_main:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     best_name = recipe.best_metric()
     args = training_arguments(recipe, placement, ckpt_dir, train_rows=len(train_ds), has_validation=val_ds is not None,
                               eval_batch_size=cfg.eval_batch_size, max_logging_steps=50,
-                              group_by_length=cfg.group_by_length, save_only_model=False)
-    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                              group_by_length=cfg.group_by_length, save_only_model=False, world=world)
+    callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None, world)
+    trainer = rank_zero_trainer(resumable_sampling(Trainer))(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=task.collator(tokenizer),
                       processing_class=tokenizer, compute_metrics=trainer_metrics, callbacks=callbacks)
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - t0
 
-    trainer.save_model(str(out))  # best model (load_best_model_at_end) as safetensors + tokenizer
+    trainer.save_model(str(out))  # best model (load_best_model_at_end) as safetensors + tokenizer; process 0 writes
+    if not world.is_main:
+        return "train: done on a rank other than 0"
     atomic_write_text(out / "recipe.yaml", recipe.to_yaml())
     state = trainer.state
     atomic_write_jsonl(out / "train_log.jsonl", state.log_history)  # complete, including before a resume
@@ -91,10 +102,15 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
         "final_train_loss": result.training_loss,
         "parameters": sum(p.numel() for p in model.parameters()),
         "labels": labels,
+        "hardware": hardware_record(recipe, placement, world, threads or plan_threads(world.local_size), attention),
     })
     summary.write(out)
     drop_checkpoints(ckpt_dir, recipe.train.keep_checkpoints)
     note = f", resumed from {summary.resumed_from}" if resume_from else ""
     best = f", best validation {best_name} {state.best_metric:.4f}" if state.best_metric is not None else ""
     return (f"train: {summary.epochs_run:g} epochs on {len(train_ds):,} examples in {wall:.0f}s "
-            f"({placement.precision} on {placement.device}{note}){best}")
+            f"({placement.precision} on {placement.device}{_processes(world)}{note}){best}")
+
+
+def _processes(world: World) -> str:
+    return f", {world.size} processes (DDP)" if world.size > 1 else ""

@@ -9,19 +9,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tunewise.hardware import Placement
+from tunewise.hardware import Placement, World
 from tunewise.recipe import Recipe
 
 
 def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, train_rows: int, has_validation: bool,
-                       eval_batch_size: int, max_logging_steps: int, group_by_length: bool, **task_specific: Any):
-    """transformers TrainingArguments from the recipe; `task_specific` adds or overrides what one task needs."""
+                       eval_batch_size: int, max_logging_steps: int, group_by_length: bool, world: World = World(),
+                       **task_specific: Any):
+    """transformers TrainingArguments from the recipe; `task_specific` adds or overrides what one task needs.
+    `world`: the processes training together (train.batch_size is per process, so the global batch grows with it)."""
     from transformers import TrainingArguments
+
+    from tunewise.train.distributed import parallel_arguments
 
     cfg = recipe.train
     strategy = "steps" if cfg.checkpoint_every_steps is not None else "epoch"
     best_name = recipe.best_metric()
-    steps_per_epoch = train_rows // (cfg.batch_size * cfg.gradient_accumulation_steps)
+    steps_per_epoch = train_rows // (cfg.batch_size * cfg.gradient_accumulation_steps * world.size)
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
@@ -50,6 +54,7 @@ def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, 
         train_sampling_strategy="group_by_length" if group_by_length else "random",
         length_column_name="length",
         dataloader_num_workers=0,
+        **parallel_arguments(recipe, placement, world),
         **task_specific,
     )
 
@@ -120,7 +125,40 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     return None
 
 
-def stage_callbacks(out: Path, patience: int | None, has_validation: bool):
+def resumable_sampling(trainer_cls):
+    """`trainer_cls` whose length-grouped batches follow (data_seed + epoch) instead of the global RNG. The
+    Trainer's LengthGroupedSampler draws each epoch's order from the global generator, which a resumed run reaches
+    in another state (it restores the RNG only after the resumed epoch's order is drawn): killed in epoch 2 and
+    resumed, it trained the rest of that epoch on other batches. accelerate seeds a plain RandomSampler per epoch
+    already; this does the same for length grouping, so a resumed run replays the batches of an uninterrupted one."""
+    import torch
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+            super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
+            self.seed, self.epoch = seed, 0
+
+        def set_epoch(self, epoch: int) -> None:  # accelerate's data loader calls it before each epoch
+            self.epoch = epoch
+
+        def __iter__(self):
+            self.generator.manual_seed(self.seed + self.epoch)
+            return super().__iter__()
+
+    class ResumableSampling(trainer_cls):
+        def _get_train_sampler(self, train_dataset=None):
+            sampler = super()._get_train_sampler(train_dataset)
+            if type(sampler) is LengthGroupedSampler:
+                seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+                sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+            return sampler
+
+    return ResumableSampling
+
+
+def stage_callbacks(out: Path, patience: int | None, has_validation: bool, world: World = World()):
+    """Callbacks of a training; with several processes only rank 0's write (the log, TensorBoard)."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback, TrainerCallback
     from transformers.integrations import TensorBoardCallback
@@ -133,6 +171,8 @@ def stage_callbacks(out: Path, patience: int | None, has_validation: bool):
             self._eval_start = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero:
+                return
             with open(out / "train_log.jsonl", "a", encoding="utf-8") as fh:
                 fh.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **(logs or {})}) + "\n")
 
@@ -144,7 +184,32 @@ def stage_callbacks(out: Path, patience: int | None, has_validation: bool):
                 self.eval_seconds += time.perf_counter() - self._eval_start
 
     timer = LogAndTime()
-    callbacks = [timer, TensorBoardCallback(SummaryWriter(log_dir=str(out / "tensorboard")))]
+    callbacks = [timer]
+    if world.is_main:  # the writer creates its event file at once, so the other ranks must not make one
+        callbacks.append(TensorBoardCallback(SummaryWriter(log_dir=str(out / "tensorboard"))))
     if has_validation and patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=patience))
     return callbacks, timer
+
+
+def choose_attention(model, placement: Placement) -> str | None:
+    """On a GPU: FlashAttention-2 where the flash-attn package is installed and the model supports it, else PyTorch
+    SDPA (fused flash / memory-efficient kernels); on CPU the model keeps what transformers chose (SDPA where the
+    model supports it). Returns the implementation the model now runs."""
+    from importlib.util import find_spec
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if placement.device == "cuda":
+        wanted = []
+        if find_spec("flash_attn") is not None and getattr(inner, "_supports_flash_attn", False) \
+                and placement.precision == "bf16":
+            wanted.append("flash_attention_2")
+        if getattr(inner, "_supports_sdpa", False):
+            wanted.append("sdpa")
+        for impl in wanted:
+            try:
+                inner.set_attn_implementation(impl)
+                break
+            except (ValueError, ImportError):  # the model or the kernel package refuses: try the next
+                continue
+    return getattr(inner.config, "_attn_implementation", None)
