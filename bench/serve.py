@@ -16,6 +16,10 @@ requests (one test-split text each) as fast as answers come. Reported per level:
 p50/p95/p99 latency, and cost as CPU-seconds of the server process per 1,000 requests (user + system time from
 /proc, children included), converted to money at --price-per-core-hour. Results go to bench/results/serve.json.
 Run it on a quiet machine: other busy processes distort every number.
+
+This script compares tunewise with a naive server. The evidence the release gate reads is one run's own serving
+benchmark, `tunewise serve-bench RUN` (tunewise.serve.bench, servebench/bench.json), which measures `tunewise serve`
+the same way (closed-loop httpx clients, /proc CPU time) without the naive side.
 """
 
 # no `from __future__ import annotations`: FastAPI must resolve the naive server's local body model

@@ -175,3 +175,116 @@ def test_card_cites_governance_evidence_that_verify_rechecks(run_copy, tunewise)
     proc = tunewise("verify", run_copy)
     assert proc.returncode == 1
     assert f"{doc['files'][0]['path']}: cited by the model card with another sha256" in proc.stderr
+
+
+# ---------------------------------------------------------------- serving evidence: p99 latency, guard detection
+
+
+@pytest.fixture(scope="module")
+def benched_run(session_run, tmp_path_factory) -> Path:
+    """A hard-linked copy of the shared run (tunewise replaces files by rename, so the shared run is never written
+    through the links) with a real serving benchmark: `tunewise serve` in a subprocess, loaded at 1 and 4 clients
+    with a few requests each (enough to exercise the path, too few to mean anything as a measurement)."""
+    import os
+
+    from tunewise.serve.bench import benchmark
+
+    root = Path(shutil.copytree(session_run, tmp_path_factory.mktemp("bench") / session_run.name,
+                                copy_function=os.link))
+    before = judge(root, _with_gate(root, max_p99_ms=60_000, p99_clients=4))  # before any benchmark
+    outcome = benchmark(root, levels=[4, 1], requests=8, warmup=2, echo=lambda _: None)
+    assert outcome.ran
+    root.joinpath("before.json").write_text(json.dumps([v.model_dump(mode="json") for v in before]))
+    return root
+
+
+def _with_gate(root: Path, **gate):
+    recipe = RunDir.open(root).recipe
+    return recipe.model_copy(update={"gate": validate_recipe({"name": "g", "data": {"train": "x.jsonl"},
+                                                              "gate": gate}).gate})
+
+
+def test_serving_benchmark_is_a_typed_artifact_of_the_run(benched_run):
+    from tunewise.artifacts.serve import ServeBenchmark, model_digest
+    from tunewise.rundir import verify_run
+
+    bench = ServeBenchmark.read(benched_run / "servebench" / "bench.json")
+    rd = RunDir.open(benched_run)
+    assert [lv.clients for lv in bench.levels] == [1, 4]  # ascending, whatever order was asked
+    for lv in bench.levels:
+        assert lv.requests == 8 and lv.ok == 8 and lv.errors == {}
+        assert 0 < lv.p50_ms <= lv.p95_ms <= lv.p99_ms <= lv.max_ms
+        assert lv.throughput_rps > 0 and lv.cpu_seconds > 0 and lv.cpu_s_per_1k > 0
+    assert bench.model_digest == model_digest(rd.outputs_of("train")) and bench.run_id == benched_run.name
+    assert bench.machine.cpu_model and bench.machine.cpus >= 1 and "torch" in bench.machine.libraries
+    assert bench.settings["max_batch_requests"] == rd.recipe.serve.max_batch_requests
+    assert bench.settings["rate_per_minute"] > rd.recipe.serve.rate_per_minute  # lifted: policy, not capacity
+    assert bench.guard is None and bench.backend == "torch"
+    assert not (benched_run / "logs").exists(), "benchmark traffic must not reach the run's prediction log"
+    verify_run(benched_run)  # recorded in the manifest like any stage output
+
+
+def test_serving_rules_block_until_measured_then_judge_the_benchmark(benched_run, tunewise):
+    before = json.loads((benched_run / "before.json").read_text())
+    assert [(v["rule"], v["passed"]) for v in before] == [("max_p99_ms", False)]
+    assert ("not measured: servebench/bench.json does not exist; run `tunewise serve-bench"
+            in before[0]["reason"])
+    skip = judge(benched_run.parent / "nowhere", _with_gate(benched_run, max_p99_ms=50, serving_evidence="skip"))
+    assert skip[0].passed and skip[0].skipped and "skipped (gate.serving_evidence: skip)" in skip[0].reason
+
+    bench = json.loads((benched_run / "servebench/bench.json").read_text())
+    p99 = bench["levels"][1]["p99_ms"]
+    proc = tunewise("gate", benched_run, "gate.max_p99_ms=60000", "gate.p99_clients=4")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rule = next(r for r in gate_of(benched_run).rules if r.rule == "max_p99_ms")
+    assert rule.passed and rule.value == p99 and rule.field == "levels.1.p99_ms"
+    assert rule.evidence_sha256 == sha256_file(benched_run / "servebench/bench.json")
+    assert f"p99 {p99:.1f} ms at 4 clients (8 requests" in rule.reason
+
+    proc = tunewise("gate", benched_run, "gate.max_p99_ms=0.001", "gate.min_guard_detection=0.9")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    failed = {r.rule: r for r in gate_of(benched_run).failed()}
+    assert set(failed) == {"max_p99_ms", "min_guard_detection"}
+    assert f"p99 {p99:.1f} ms at 4 clients" in failed["max_p99_ms"].reason and "above 0.001 ms" in failed["max_p99_ms"].reason
+    assert "served without an injection guard (serve.guard.run is null)" in failed["min_guard_detection"].reason
+    assert "FAIL  max_p99_ms" in proc.stdout and tunewise("verify", benched_run).returncode == 0
+    # a level the benchmark did not measure is named, with the command that measures it
+    v = judge(benched_run, _with_gate(benched_run, max_p99_ms=50, p99_clients=32))[0]
+    assert not v.passed and "--clients 1,4,32" in v.reason
+
+
+def test_serving_rules_refuse_a_benchmark_of_another_model(benched_run, tmp_path):
+    for name in ("manifest.json", "recipe.yaml"):
+        shutil.copy(benched_run / name, tmp_path / name)
+    (tmp_path / "servebench").mkdir()
+    doc = json.loads((benched_run / "servebench/bench.json").read_text())
+    doc["model_digest"] = "0" * 64  # as if measured before the model was retrained
+    (tmp_path / "servebench/bench.json").write_text(json.dumps(doc))
+    v = judge(tmp_path, _with_gate(benched_run, max_p99_ms=60_000, p99_clients=4))[0]
+    assert not v.passed and "measured an earlier model of this run" in v.reason
+
+
+def test_guard_rule_reads_the_operating_point_at_the_configured_fpr(benched_run, tmp_path):
+    """The guard's detection is copied from its run's guard/guard.json when benchmarked (no guard run is trained
+    in this suite, so its operating points here are typed stand-ins; the arithmetic of the rule is what is tested)."""
+    from tunewise.artifacts.guard import OperatingPoint, Rate
+    from tunewise.artifacts.serve import GuardEvidence, ServeBenchmark
+
+    def point(fpr: float, hits: int, ci: tuple[float, float]) -> OperatingPoint:
+        rate = Rate(value=hits / 61, ci=ci, hits=hits, of=61)
+        return OperatingPoint(target_fpr=fpr, threshold=0.5, validation_fpr=rate, validation_detection=rate,
+                              test_detection=rate, test_fpr=Rate(value=0.03, ci=(0.01, 0.06), hits=7, of=224))
+    bench = ServeBenchmark.read(benched_run / "servebench/bench.json")
+    bench.guard = GuardEvidence(run_id="injection-guard-x", guard_json_sha256="a" * 64, endpoints=["classify"],
+                                block=True, target_fpr=0.05, threshold=0.5, backend="torch", confidence=0.95,
+                                operating_points=[point(0.01, 43, (0.58, 0.80)), point(0.05, 54, (0.78, 0.94))])
+    for name in ("manifest.json", "recipe.yaml"):
+        shutil.copy(benched_run / name, tmp_path / name)
+    bench.write(tmp_path / "servebench")
+    at_target = judge(tmp_path, _with_gate(benched_run, min_guard_detection=0.75))[0]
+    assert at_target.passed and at_target.value == 0.78 and at_target.field.startswith("guard.operating_points.1")
+    assert "detects 54 of 61 test injections" in at_target.reason
+    at_1pct = judge(tmp_path, _with_gate(benched_run, min_guard_detection=0.75, guard_fpr=0.01))[0]
+    assert not at_1pct.passed and at_1pct.value == 0.58 and "is below 0.75" in at_1pct.reason
+    unreported = judge(tmp_path, _with_gate(benched_run, min_guard_detection=0.75, guard_fpr=0.02))[0]
+    assert not unreported.passed and "reports detection at FPR 0.01, 0.05, not at 0.02" in unreported.reason

@@ -19,12 +19,13 @@ from tunewise.artifacts.humaneval import HumanEvalResults
 from tunewise.artifacts.metrics import ClassificationMetrics, GenerationMetrics, Metrics
 from tunewise.artifacts.monitor import DriftReport, ReferenceProfile
 from tunewise.artifacts.probes import Probes
-from tunewise.artifacts.serve import ServeRecord
+from tunewise.artifacts.serve import ServeBenchmark, ServeRecord
 from tunewise.artifacts.train import CausalTrainSummary, ClassifierTrainSummary, TrainSummary
 
 # every artifact file, in pipeline order: the schemas under docs/schemas/ are written from this list
 ARTIFACTS: tuple[type[Artifact], ...] = (DataSummary, Labels, Findings, TrainSummary, ReferenceProfile, Metrics, Probes, FaithfulnessResults, Gate, Citations, GuardReport,
-                                         ExportRecord, OnnxRecord, DriftReport, ServeRecord, HumanEvalResults)
+                                         ExportRecord, OnnxRecord, DriftReport, ServeRecord, HumanEvalResults,
+                                         ServeBenchmark)
 
 SCHEMAS_DIR = "docs/schemas"  # relative to the repository root
 
@@ -48,4 +49,4 @@ def schema_documents() -> dict[str, str]:
 
 __all__ = ["ARTIFACTS", "SCHEMAS_DIR", "Artifact", "CausalTrainSummary", "Citations", "ClassificationMetrics", "Gate",
            "ClassifierTrainSummary", "DataSummary", "DriftReport", "ExportRecord", "FaithfulnessResults", "Findings", "GenerationMetrics", "GuardReport", "HumanEvalResults",
-           "Labels", "Metrics", "OnnxRecord", "Open", "Probes", "ServeRecord", "ReferenceProfile", "Strict", "TrainSummary", "read_findings", "require_audit_passed", "schema_documents"]
+           "Labels", "Metrics", "OnnxRecord", "Open", "Probes", "ServeBenchmark", "ServeRecord", "ReferenceProfile", "Strict", "TrainSummary", "read_findings", "require_audit_passed", "schema_documents"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from tunewise.artifacts.base import Artifact, Strict
+from tunewise.artifacts.base import Artifact, Strict, omitted
 from tunewise.errors import GateFailed
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class RuleVerdict(Strict):
     threshold: float | list[float] = Field(description="The bound it is held to ([low, high] for a band).")
     passed: bool = Field(description="Whether the rule holds. Missing evidence fails.")
     reason: str = Field(description="Why it passed or failed, in words.")
+    skipped: bool | None = omitted("Present (true) only when the rule was not judged: its evidence is missing and the section says to skip it (gate.serving_evidence: skip); `passed` is then true and `reason` says what is missing.")
 
 
 class Gate(Artifact):
@@ -54,8 +55,11 @@ class Gate(Artifact):
         failed = self.failed()
         head = (f"gate: FAILED ({len(failed)} of {len(self.rules)} rule(s) failed)" if failed
                 else f"gate: passed (all {len(self.rules)} rule(s))")
-        return [head] + [f"  {'PASS' if r.passed else 'FAIL'}  {r.rule}: {r.reason}  [{r.evidence}]"
-                         for r in self.rules]
+        skipped = sum(bool(r.skipped) for r in self.rules)
+        if skipped:
+            head += f"; {skipped} not measured, skipped"
+        return [head] + [f"  {'SKIP' if r.skipped else 'PASS' if r.passed else 'FAIL'}  {r.rule}: {r.reason}  "
+                         f"[{r.evidence}]" for r in self.rules]
 
 
 def require_gate_passed(rd: "RunDir") -> None:

@@ -2,6 +2,9 @@
 of the recipe's `gate:` section (tunewise.gate.rules) and writes gate/gate.json. The stage itself never fails on a
 failed rule: the card shows the verdict, and `tunewise run` exits 3 after everything is written.
 
+The serving rules read servebench/bench.json, which `tunewise serve-bench RUN` writes after the run (the gate stage
+reads only that artifact, never the serve package); when it changes, `tunewise gate RUN` re-judges.
+
 The gate section is not part of the run id (Recipe.fingerprint), so changing it re-judges the same run:
 `tunewise gate RUN gate.key=value` (tunewise.gate.recheck) records the new section in the run's recipe.yaml and
 manifest, then reruns this stage and the card.
@@ -30,6 +33,23 @@ def _judged_section(folder: Path) -> dict | None:
         return None
 
 
+def _outside_evidence_changed(rd: "RunDir") -> bool:
+    """Whether evidence from outside the gate's upstream stages changed since gate.json was judged: the serving
+    benchmark (servebench/bench.json) is written after the run by `tunewise serve-bench`, so it is not part of the
+    stage's inputs key; compare its hash with the one each serving rule recorded."""
+    from tunewise.artifacts.serve import ServeBenchmark
+    from tunewise.rundir import sha256_file
+
+    try:
+        rules = json.loads((rd.stage_dir("gate") / Gate.FILE).read_text(encoding="utf-8")).get("rules", [])
+    except (OSError, ValueError, AttributeError):
+        return False
+    rel = f"{ServeBenchmark.folder()}/{ServeBenchmark.FILE}"
+    path = rd.root / rel
+    now = sha256_file(path) if path.is_file() else None
+    return any(r.get("evidence") == rel and r.get("evidence_sha256") != now for r in rules if isinstance(r, dict))
+
+
 def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
     from tunewise.gate.rules import judge
 
@@ -43,7 +63,7 @@ def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
         return "\n".join(gate.verdict_lines())
 
     # the section is left out of the stage's inputs key (it is not part of the run id): compare it here
-    changed = _judged_section(rd.stage_dir("gate")) != section
+    changed = _judged_section(rd.stage_dir("gate")) != section or _outside_evidence_changed(rd)
     return rd.run_stage("gate", write, force=options.force or changed)
 
 

@@ -13,6 +13,7 @@ from tunewise.artifacts.findings import Findings
 from tunewise.artifacts.gate import RuleVerdict
 from tunewise.artifacts.metrics import Metrics
 from tunewise.artifacts.probes import Probes
+from tunewise.artifacts.serve import ServeBenchmark, model_digest
 from tunewise.errors import RunDirError
 from tunewise.recipe import Recipe
 from tunewise.rundir import sha256_file
@@ -253,7 +254,118 @@ def findings_rules(ev: Evidence) -> list[RuleVerdict]:
                         reason=reason)]
 
 
-RULES = (metric_rules, baseline_rules, slice_gap_rules, flip_rate_rules, crows_rules, findings_rules)
+# ---------------------------------------------------------------- serving: p99 latency, guard detection
+
+
+def _bench_absent(ev: Evidence) -> str:
+    return (f"not measured: {ev.rel(ServeBenchmark)} does not exist; run `tunewise serve-bench {ev.root}` (on a "
+            f"quiet machine) to measure serving")
+
+
+def _current_model_digest(ev: Evidence) -> str | None:
+    """The digest of the run's train outputs now (from manifest.json), to tell a benchmark of another model."""
+    import json
+
+    try:
+        manifest = json.loads((ev.root / "manifest.json").read_text(encoding="utf-8"))
+        return model_digest(manifest["stages"]["train"]["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _serving_evidence(ev: Evidence) -> tuple[ServeBenchmark | None, str | None, str | None]:
+    bench, sha, problem = ev.read(ServeBenchmark, lambda: _bench_absent(ev))
+    if bench is not None and bench.model_digest != _current_model_digest(ev):
+        return None, None, (f"not measured for this model: {ev.rel(ServeBenchmark)} ({bench.measured_at}) measured "
+                            f"an earlier model of this run; rerun `tunewise serve-bench {ev.root}`")
+    return bench, sha, problem
+
+
+def _not_measured(ev: Evidence, rule: str, requirement: str, threshold, problem: str) -> RuleVerdict:  # noqa: ANN001
+    """Missing serving evidence: a failed rule, or with gate.serving_evidence=skip a skipped one."""
+    if ev.recipe.gate.serving_evidence == "skip":
+        return RuleVerdict(rule=rule, requirement=requirement, evidence=ev.rel(ServeBenchmark), evidence_sha256=None,
+                           field=None, value=None, threshold=threshold, passed=True, skipped=True,
+                           reason=f"skipped (gate.serving_evidence: skip): {problem}")
+    verdict = _missing(rule, requirement, ev.rel(ServeBenchmark), threshold, problem)
+    verdict.reason = problem if problem.startswith("not measured") else f"not measured: {problem}"
+    return verdict
+
+
+def latency_rules(ev: Evidence) -> list[RuleVerdict]:
+    gate = ev.recipe.gate
+    if gate.max_p99_ms is None:
+        return []
+    rule, rel, bound, clients = "max_p99_ms", ev.rel(ServeBenchmark), gate.max_p99_ms, gate.p99_clients
+    requirement = f"/v1/classify p99 latency at {clients} concurrent clients <= {bound:g} ms (serving benchmark)"
+    bench, sha, problem = _serving_evidence(ev)
+    if bench is None:
+        return [_not_measured(ev, rule, requirement, bound, problem)]
+    i, level = next(((i, lv) for i, lv in enumerate(bench.levels) if lv.clients == clients), (None, None))
+    if level is None:
+        measured = [lv.clients for lv in bench.levels]
+        wanted = ",".join(map(str, sorted({*measured, clients})))
+        return [_not_measured(ev, rule, requirement, bound,
+                              f"not measured at {clients} clients: {rel} measured {', '.join(map(str, measured))} "
+                              f"client(s); rerun `tunewise serve-bench {ev.root} --clients {wanted}`")]
+    failed = sum(level.errors.values())
+    passed = level.p99_ms <= bound and failed == 0
+    where = (f"{bench.machine.cpus} CPU(s) of {bench.machine.cpu_model}, load average "
+             f"{bench.machine.load_average[0]:g}, {bench.measured_at}")
+    reason = (f"p99 {level.p99_ms:.1f} ms at {clients} clients ({level.ok} requests, p50 {level.p50_ms:.1f} ms, "
+              f"{level.throughput_rps:.1f} req/s, {bench.backend}; {where}): "
+              f"{'within' if level.p99_ms <= bound else 'above'} {bound:g} ms")
+    if failed:
+        reason += f"; but {failed} of {level.requests} requests failed ({level.errors}), so the latency is not the server's"
+    return [RuleVerdict(rule=rule, requirement=requirement, evidence=rel, evidence_sha256=sha,
+                        field=f"levels.{i}.p99_ms", value=level.p99_ms, threshold=bound, passed=passed,
+                        reason=reason)]
+
+
+def guard_rules(ev: Evidence) -> list[RuleVerdict]:
+    gate = ev.recipe.gate
+    if gate.min_guard_detection is None:
+        return []
+    rule, rel, bound = "min_guard_detection", ev.rel(ServeBenchmark), gate.min_guard_detection
+    at = f"{gate.guard_fpr:g} FPR" if gate.guard_fpr is not None else "the guard's serving target FPR"
+    requirement = (f"the serving injection guard's detection on its untouched test split at {at}: lower CI bound "
+                   f">= {bound:g}")
+    bench, sha, problem = _serving_evidence(ev)
+    if bench is None:
+        return [_not_measured(ev, rule, requirement, bound, problem)]
+    g = bench.guard
+    if g is None:
+        return [_not_measured(ev, rule, requirement, bound,
+                              f"not measured: {rel} was served without an injection guard (serve.guard.run is null); "
+                              f"set serve.guard.run to a guard run (examples/injection-guard.yaml) and rerun "
+                              f"`tunewise serve-bench {ev.root}`")]
+    fpr = gate.guard_fpr if gate.guard_fpr is not None else g.target_fpr
+    i, point = next(((i, p) for i, p in enumerate(g.operating_points) if abs(p.target_fpr - fpr) < 1e-9),
+                    (None, None))
+    if point is None:
+        have = ", ".join(f"{p.target_fpr:g}" for p in g.operating_points)
+        return [_missing(rule, requirement, rel, bound,
+                         f"guard run {g.run_id} reports detection at FPR {have}, not at {fpr:g}; set gate.guard_fpr "
+                         f"to one of them, or add {fpr:g} to the guard recipe's guard.report_fprs and rerun it")]
+    det, test_fpr = point.test_detection, point.test_fpr
+    if det.value is None or det.ci is None:
+        return [_missing(rule, requirement, rel, bound, f"guard run {g.run_id}'s test split has no injections")]
+    low = det.ci[0]
+    passed = low >= bound
+    measured_fpr = (f"{test_fpr.value:.4f} [{test_fpr.ci[0]:.4f}, {test_fpr.ci[1]:.4f}]"
+                    if test_fpr.value is not None and test_fpr.ci is not None else "n/a")
+    screens = ", ".join(g.endpoints) + ("" if g.block else ", log only")
+    reason = (f"guard {g.run_id} at target FPR {fpr:g} (threshold {point.threshold:.4g}): detects {det.hits} of "
+              f"{det.of} test injections = {det.value:.4f}, {_pct(g.confidence)} CI [{low:.4f}, {det.ci[1]:.4f}]; "
+              f"test FPR {measured_fpr}; screens {screens}: the lower bound {low:.4f} "
+              f"{'reaches' if passed else 'is below'} {bound:g}")
+    return [RuleVerdict(rule=rule, requirement=requirement, evidence=rel, evidence_sha256=sha,
+                        field=f"guard.operating_points.{i}.test_detection.ci.0", value=low, threshold=bound,
+                        passed=passed, reason=reason)]
+
+
+RULES = (metric_rules, baseline_rules, slice_gap_rules, flip_rate_rules, crows_rules, findings_rules, latency_rules,
+         guard_rules)
 
 
 def judge(root: Path, recipe: Recipe) -> list[RuleVerdict]:

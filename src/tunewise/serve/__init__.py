@@ -37,6 +37,7 @@ def record_serving(rd: "RunDir", settings: "ServeSettings") -> "StageOutcome":
     """Write serve/serve.json for these settings (always rewritten: each start records what it serves)."""
     from tunewise.artifacts.prediction_log import LOG_SCHEMA_VERSION, safe_url
     from tunewise.artifacts.serve import ServeRecord
+    from tunewise.serve.classifier import resolve_backend
     from tunewise.tasks import task_for
 
     recipe = rd.recipe
@@ -53,17 +54,20 @@ def record_serving(rd: "RunDir", settings: "ServeSettings") -> "StageOutcome":
         path = Path(settings.log_url.removeprefix("sqlite:///")).resolve()
         if path.is_relative_to(rd.root.resolve()):
             log_in_run = str(path.relative_to(rd.root.resolve()))
+    choice = resolve_backend(rd, config) if classifier else None
     endpoints = (["/v1/classify"] if classifier else ["/v1/chat/completions", "/v1/completions"])
     endpoints += ["/v1/guard", "/v1/feedback", "/v1/models"]
     record = ServeRecord(
         run_id=rd.root.name, task=recipe.task,
         model_name=config.model_name or recipe.card.model_name or recipe.name,
         model_folder=rd.stage_dir("train").name if classifier or not (rd.root / "export").is_dir() else "export",
-        backend=config.backend if classifier else "torch", labels=labels, endpoints=endpoints,
+        backend=choice.backend if choice else "torch", labels=labels, endpoints=endpoints,
         log_url=safe_url(settings.log_url), log_in_run=log_in_run, log_schema_version=LOG_SCHEMA_VERSION,
         guard_run=config.guard.run, settings=config.model_dump(mode="json"))
 
     def write(out: Path) -> str:
         record.write(out)
-        return f"serve: {record.model_name} ({record.task}, {record.backend}) from {rd.root}; log {record.log_url}"
+        why = f" [{choice.why}]" if choice else ""
+        return (f"serve: {record.model_name} ({record.task}, {record.backend}{why}) from {rd.root}; "
+                f"log {record.log_url}")
     return rd.run_stage("serve", write, force=True)

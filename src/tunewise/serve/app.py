@@ -108,9 +108,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     if task is not None and task.family == "classifier":
         from tunewise.serve.batching import MicroBatcher
-        from tunewise.serve.classifier import load_classifier
+        from tunewise.serve.classifier import load_classifier, resolve_backend
 
-        classifier = load_classifier(rd, config.backend)
+        choice = resolve_backend(rd, config)
+        log.warning("classifier backend: %s (%s)", choice.backend, choice.why)
+        classifier = load_classifier(rd, choice.backend)
         ctx.extra["classifier"] = classifier
         batcher = MicroBatcher("classify", classifier.classify, max_requests=config.max_batch_requests,
                                max_wait_ms=config.max_batch_wait_ms, queue_size=config.queue_size, metrics=metrics)

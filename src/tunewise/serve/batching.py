@@ -2,10 +2,10 @@
 
 One asyncio task gathers waiting requests and hands each batch to a single worker thread (torch releases the GIL
 inside its kernels, so the event loop keeps accepting requests meanwhile). While a batch runs, new requests queue;
-the next batch takes them at once, so under load batches grow by themselves and the T ms wait only applies to a
-request that arrives at an idle server. The queue is bounded: a request beyond `queue_size` waiting gets 503 at
-once instead of using up memory. A request whose client gave up (deadline, disconnect) is dropped before its
-batch runs.
+the next batch takes them at once, so under load batches grow by themselves. The T ms wait applies only under load
+(the last batch held more than one request): a lone client would otherwise pay T ms per request for nothing. The
+queue is bounded: a request beyond `queue_size` waiting gets 503 at once instead of using up memory. A request
+whose client gave up (deadline, disconnect) is dropped before its batch runs.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class MicroBatcher:
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tunewise-{name}")
         self.waiting = 0  # admitted requests not answered yet (queued or in the running batch)
+        self.last_batch_requests = 0  # requests in the last batch: >1 means load, so the next batch waits for more
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -78,7 +79,9 @@ class MicroBatcher:
     async def _gather(self) -> list[_Job]:
         assert self._queue is not None
         jobs = [await self._queue.get()]
-        deadline = time.monotonic() + self.max_wait
+        # wait for company only under load: when the last batch was a lone request (one client, or an idle server)
+        # the T ms would delay it for nobody; requests already queued are still taken at once
+        deadline = time.monotonic() + (self.max_wait if self.last_batch_requests > 1 else 0.0)
         while len(jobs) < self.max_requests:
             try:
                 jobs.append(self._queue.get_nowait())  # already waiting: take it without a pause
@@ -100,6 +103,7 @@ class MicroBatcher:
             jobs = await self._gather()
             if not jobs:
                 continue
+            self.last_batch_requests = len(jobs)
             flat = [t for j in jobs for t in j.texts]
             if self.metrics is not None:
                 self.metrics.batch_size.labels(endpoint=self.name).observe(len(flat))

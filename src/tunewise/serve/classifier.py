@@ -38,6 +38,38 @@ class ServedClassifier:
         return out
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: Literal["torch", "onnx"]
+    why: str              # in words, for the start-up line and serve.json readers
+
+
+def resolve_backend(rd: "RunDir", config) -> BackendChoice:  # noqa: ANN001
+    """serve.backend `auto` -> onnx when export/onnx/ exists and its recorded test-accuracy change against torch
+    (export/ONNX.json) is within serve.onnx_max_accuracy_drop, else torch. The model forward is almost all of a
+    classify request's CPU (docs/serving.md, "Where the CPU goes"), and an int8 ONNX model costs a fraction of
+    torch's; but it is not the evaluated model, so auto serves it only with its measured agreement on record."""
+    from tunewise.artifacts.export import OnnxRecord
+
+    record_path = rd.stage_dir("export") / OnnxRecord.FILE
+    have_onnx = (rd.stage_dir("export") / "onnx").is_dir() and record_path.is_file()
+    if config.backend != "auto":
+        return BackendChoice(config.backend, f"serve.backend={config.backend}")
+    if not have_onnx:
+        return BackendChoice("torch", f"no export/onnx/ (build one with `tunewise export {rd.root} --onnx --int8`)")
+    record = OnnxRecord.read(record_path)
+    kind = "int8" if record.int8 else "fp32"
+    if record.test is None:
+        return BackendChoice("torch", f"export/onnx/ ({kind}) has no measured test agreement with torch")
+    t = record.test
+    change = (f"test accuracy {t.torch_accuracy:.4f} (torch) -> {t.onnx_accuracy:.4f} (onnx {kind}), "
+              f"change {t.accuracy_change:+.4f}, same label on {t.agreement:.1%} of {t.rows} rows")
+    if t.accuracy_change < -config.onnx_max_accuracy_drop:
+        return BackendChoice("torch", f"export/onnx/ {change}: a larger drop than serve.onnx_max_accuracy_drop="
+                                      f"{config.onnx_max_accuracy_drop:g}")
+    return BackendChoice("onnx", f"export/onnx/ {change}")
+
+
 def load_classifier(rd: "RunDir", backend: Literal["torch", "onnx"] = "torch") -> ServedClassifier:
     from tunewise.artifacts import TrainSummary
 

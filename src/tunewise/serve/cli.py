@@ -27,6 +27,26 @@ def register(app: typer.Typer) -> None:
         serve_forever(run_dir, overrides or [], host=host, port=port, workers=workers, upstream=upstream,
                       log_url=log, echo=typer.echo)
 
+    @app.command("serve-bench")
+    def serve_bench(run_dir: Annotated[Path, typer.Argument(help="A trained classifier run directory.")],
+                    overrides: Annotated[Optional[list[str]], typer.Argument(help="serve.key=value overrides to serve with, as for `tunewise serve`, e.g. serve.backend=onnx serve.max_batch_wait_ms=2.")] = None,
+                    clients: Annotated[str, typer.Option("--clients", help="Concurrency levels, comma-separated.")] = "1,8,32",
+                    requests: Annotated[int, typer.Option("--requests", min=1, help="Requests per level (at least one per client); p99 needs several hundred to mean much.")] = 500,
+                    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Requests sent first and not counted.")] = 20) -> None:
+        """Measure /v1/classify as `tunewise serve RUN` serves it (the run's serve: settings, guard, log) at each
+        concurrency level: throughput, p50/p95/p99 latency, server CPU-seconds per 1k requests. Writes
+        servebench/bench.json with the machine, the settings and the guard's measured detection; the release
+        gate's serving rules read it (`tunewise gate RUN gate.max_p99_ms=50`). Run it on a quiet machine."""
+        from tunewise.errors import TunewiseError
+        from tunewise.serve.bench import benchmark
+
+        try:
+            levels = [int(x) for x in clients.split(",") if x.strip()]
+        except ValueError:
+            raise TunewiseError(f"--clients takes comma-separated integers, e.g. 1,8,32; got {clients!r}") from None
+        typer.echo(benchmark(run_dir, overrides or [], levels=levels, requests=requests, warmup=warmup,
+                             echo=typer.echo).message)
+
     keys_app = typer.Typer(no_args_is_help=True, help="API keys for `tunewise serve`: only their sha256 is stored "
                                                        "($TUNEWISE_KEYS_FILE, else ~/.config/tunewise/keys.json).")
     app.add_typer(keys_app, name="keys")
