@@ -4,7 +4,8 @@
     python bench/drift.py                         # the accuracy figures: >= 200 trials per cell; writes JSON + table
     python bench/drift.py --quick                 # a few trials, to check the script itself
     python bench/drift.py --timing RUN            # seconds per 100k logged rows through `tunewise monitor`'s code
-                                                  # on RUN (a classification run with reference/), quiet machine
+                                                  # on RUN (a classification run with reference/), at windows 500
+                                                  # and 1000 (--windows), against the named baseline; quiet machine
 
 Scenarios (reference and window never share a row):
   no_shift_sst2, no_shift_banking77   reference and window are disjoint random draws from the same data: every
@@ -159,12 +160,12 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 def run_accuracy(args) -> dict:
     from tunewise.models import resolve_base_model
-    from tunewise.monitor.embed import Embedder
+    from tunewise.monitor.embed import Embedder, default_precision
     from transformers import AutoTokenizer
 
     rng = np.random.default_rng(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_base_model("minilm").path)
-    embedder = Embedder()
+    embedder = Embedder(default_precision())  # what a new run's reference and its monitor use
     sst, bank = read_sst2(), read_banking()
     rng.shuffle(sst)
     rng.shuffle(bank)
@@ -234,18 +235,27 @@ def run_accuracy(args) -> dict:
             "results": results}
 
 
-def run_timing(run_dir: Path, rows: int, window: str) -> dict:
-    """Seconds for `rows` logged rows (with the server's predictions, as the serving log holds them) through the
-    monitor's own code on a real run."""
+# The same command on a quiet 2-core machine (AMX CPU) before the speed-up (commit 25372fe: 5-fold logistic-regression
+# domain classifier, 1,000 fits for its null; float32 MiniLM): seconds per 100k rows by window size.
+TIMING_BASELINE = {"commit": "25372fe", "seconds_per_100k": {"500": 115.9, "1000": 64.9}}
+TIMING_TARGET_S = 60.0
+
+
+def run_timing(run_dir: Path, rows: int, windows: list[str]) -> dict:
+    """Seconds (wall and process CPU) for `rows` logged rows (with the server's predictions, as the serving log
+    holds them) through `tunewise monitor`'s own code on a real run, once per window size, on the same log."""
     import tempfile
 
+    from tunewise.artifacts.monitor import ReferenceProfile
     from tunewise.monitor import monitor_run
     from tunewise.rundir import RunDir
 
     rd = RunDir.open(run_dir)
     labels = json.loads((rd.stage_dir("data") / "labels.json").read_text())["labels"]
+    profile = ReferenceProfile.read(rd.stage_dir("reference") / ReferenceProfile.FILE)
     bank = read_banking()
     rng = np.random.default_rng(0)
+    cells = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log.jsonl"
         with open(log, "w", encoding="utf-8") as fh:
@@ -253,12 +263,26 @@ def run_timing(run_dir: Path, rows: int, window: str) -> dict:
                 r = bank[int(rng.integers(len(bank)))]
                 fh.write(json.dumps({"text": r["text"], "prediction": labels[int(rng.integers(len(labels)))],
                                      "confidence": float(rng.uniform(0.3, 1.0))}) + "\n")
-        t0 = time.perf_counter()
-        outcome = monitor_run(rd, str(log), window=window, progress=False)
-        seconds = time.perf_counter() - t0
-    return {"rows": rows, "window": window, "seconds": round(seconds, 1),
-            "seconds_per_100k": round(seconds * 100_000 / rows, 1), "windows": len(outcome.report.windows),
-            "cpus": len(os.sched_getaffinity(0)), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+        for window in windows:
+            t0, c0 = time.perf_counter(), time.process_time()
+            outcome = monitor_run(rd, str(log), window=window, progress=False)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+            per_100k = seconds * 100_000 / rows
+            base = TIMING_BASELINE["seconds_per_100k"].get(str(window))
+            cells.append({"window": window, "windows": len(outcome.report.windows), "seconds": round(seconds, 1),
+                          "seconds_per_100k": round(per_100k, 1), "cpu_seconds_per_100k": round(cpu * 100_000 / rows, 1),
+                          "target_s": TIMING_TARGET_S, "meets_target": per_100k <= TIMING_TARGET_S,
+                          "baseline_seconds_per_100k": base,
+                          "speedup_vs_baseline": round(base / per_100k, 2) if base else None})
+            print(f"window {window}: {per_100k:.1f} s per 100k rows ({cells[-1]['cpu_seconds_per_100k']:.1f} CPU-s), "
+                  f"target {TIMING_TARGET_S:.0f} s, baseline {TIMING_BASELINE['commit']} {base} s", flush=True)
+    # rows embedded per window: the monitor's window side of the domain test (at most half the reference sample)
+    embedded = min(rd.recipe.monitor.window_embedding_sample, max(2, profile.embeddings.rows // 2))
+    return {"rows": rows, "run": str(run_dir), "reference_embeddings": profile.embeddings.rows,
+            "window_rows_embedded": embedded, "embedding_precision": profile.embeddings.precision,
+            "baseline": TIMING_BASELINE, "cells": cells, "cpus": len(os.sched_getaffinity(0)),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+            "load_average_1min": round(os.getloadavg()[0], 2)}
 
 
 def table(result: dict) -> str:
@@ -282,11 +306,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--timing", type=Path, help="a run directory: time the monitor on --rows logged rows")
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--window", default="1000")
+    parser.add_argument("--windows", default="500,1000", help="--timing: window sizes, comma-separated")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "drift.json")
     args = parser.parse_args()
     if args.timing:
-        result = run_timing(args.timing, args.rows, args.window)
+        result = run_timing(args.timing, args.rows, [w.strip() for w in args.windows.split(",") if w.strip()])
         print(json.dumps(result, indent=2))
         out = args.out.with_name("drift_timing.json")
     else:

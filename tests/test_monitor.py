@@ -67,6 +67,9 @@ def test_reference_profile_is_written_after_training_and_validates(session_run):
     emb = np.load(session_run / "reference" / profile.embeddings.file)
     assert emb.shape == (profile.embeddings.rows, profile.embeddings.dim) == (profile.rows, 384)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    from tunewise.monitor.embed import default_precision
+
+    assert profile.embeddings.precision == default_precision()  # bf16 where the CPU has it; windows follow it
     assert sha256_file(session_run / "reference" / profile.embeddings.file) == profile.embeddings.sha256
     vocab = (session_run / "reference" / "vocab.txt").read_text(encoding="utf-8").split()
     assert len(vocab) == profile.vocabulary.size and "card" in vocab
@@ -198,6 +201,20 @@ def test_statistics_match_their_definitions():
     value, (low, high) = stats.macro_f1_ci(y, pred, 8, resamples=500)
     assert value == pytest.approx(f1_score(y, pred, average="macro"))
     assert low < value < high
+    # the domain classifier's closed-form leave-one-out scores are the refits' own, and its AUC roc_auc_score's
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import roc_auc_score
+
+    x = rng.normal(size=(60, 5))
+    is_window = (rng.random(60) < 0.3).astype(float)
+    x[is_window == 1] += 0.3
+    loo = stats.loo_decisions(x, is_window, 3.0)
+    refits = [Ridge(alpha=3.0).fit(np.delete(x, i, 0), np.delete(is_window, i)).predict(x[i:i + 1])[0]
+              for i in range(60)]
+    assert loo == pytest.approx(refits, abs=1e-9)
+    assert stats.auc_from_scores(loo, is_window)[0] == pytest.approx(roc_auc_score(is_window, refits))
+    x[is_window == 1] += 0.4  # a 0.7-SD shift on 5 axes (population AUC 0.87) is seen
+    assert stats.domain_auc(x[is_window == 0], x[is_window == 1]) > 0.75
     # a yes/no feature whose rare category appears only in the window is still tested (Fisher), not pooled away
     test = stats.categorical_test("empty", {"no": 500, "yes": 0}, {"no": 54, "yes": 6})
     assert test.test == "fisher" and test.p_value < 1e-4

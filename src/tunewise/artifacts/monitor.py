@@ -47,6 +47,7 @@ class EmbeddingSample(Strict):
     dim: int = Field(description="Embedding width.")
     model: str = Field(description="The embedding model (hub id) and pooling.")
     max_length: int = Field(description="Tokens per text embedded.")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="The encoder's matmul precision (bf16: autocast, where the CPU runs bf16 natively); the monitor embeds windows at the same precision.")
 
 
 class Vocabulary(Strict):
@@ -100,7 +101,7 @@ class FeatureTest(Strict):
     feature: str
     kind: Literal["numeric", "categorical", "embedding", "performance"]
     test: str = Field(description="ks (two-sample Kolmogorov-Smirnov), chi2 (contingency table of reference vs "
-                                  "window counts), fisher (exact test of a yes/no feature), domain_classifier (cross-validated logistic-regression ROC AUC, "
+                                  "window counts), fisher (exact test of a yes/no feature), domain_classifier (leave-one-out ROC AUC of a ridge linear classifier, "
                                   "null calibrated by permutation) or accuracy_drop (one-sided two-proportion z).")
     statistic: float = Field(description="KS D, chi-squared, the difference in share (fisher), ROC AUC, or the "
                                          "accuracy drop.")

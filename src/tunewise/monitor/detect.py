@@ -69,11 +69,12 @@ class WindowAccumulator:
         self.pred: list[np.ndarray] = []
 
     def add(self, texts: Sequence[str], numeric: dict[str, np.ndarray], categorical: dict[str, Sequence[str]],
-            positions: Sequence[str], feedback: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+            span: tuple[str, str], feedback: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """One chunk of rows; `span` is where its first and last rows are in the log (time, or file:line)."""
         if not texts:
             return
-        self.start = self.start or positions[0]
-        self.end = positions[-1]
+        self.start = self.start or span[0]
+        self.end = span[1]
         for name, values in numeric.items():
             self.numeric.setdefault(name, []).append(np.asarray(values, float))
         for name, values in categorical.items():
@@ -81,14 +82,16 @@ class WindowAccumulator:
         if feedback is not None and len(feedback[0]):
             self.y.append(feedback[0])
             self.pred.append(feedback[1])
-        for text in texts:  # reservoir sampling: every row of the window equally likely to be kept
-            self.rows += 1
-            if len(self.sample) < self.sample_size:
-                self.sample.append(text)
-            else:
-                j = int(self.rng.integers(0, self.rows))
-                if j < self.sample_size:
-                    self.sample[j] = text
+        # reservoir sampling (algorithm R, one vectorised draw per chunk): every row of the window equally likely
+        # to be kept; row number r (1-based) replaces slot j ~ U{0..r-1} when j falls inside the reservoir
+        fill = min(len(texts), self.sample_size - len(self.sample))
+        self.sample.extend(texts[:fill])
+        if len(texts) > fill:
+            seen = self.rows + fill + np.arange(1, len(texts) - fill + 1)
+            slots = self.rng.integers(0, seen)
+            for i in np.flatnonzero(slots < self.sample_size):  # in row order: a later row overwrites
+                self.sample[slots[i]] = texts[fill + i]
+        self.rows += len(texts)
 
     def data(self, embed: Callable[[list[str]], np.ndarray] | None) -> WindowData:
         y = np.concatenate(self.y) if self.y else None
@@ -149,7 +152,7 @@ class DriftDetector:
             n_ref, _ = self.embedding_sizes(len(window.embeddings))
             win = self._pca.transform(window.embeddings)[: len(self.reference.embeddings) - n_ref]
             ref_part = self._ref_emb[self._ref_order[:n_ref]]
-            out.append(stats.embedding_test(ref_part, win, self.null(n_ref, len(win)), self.alpha, self.seed))
+            out.append(stats.embedding_test(ref_part, win, self.null(n_ref, len(win)), self.alpha))
         if window.correct is not None and ref.accuracy is not None and len(window.correct) >= self.min_rows:
             out.append(stats.accuracy_drop_test(ref.accuracy, ref.accuracy_n, window.correct))
         return out

@@ -53,6 +53,16 @@ class TextFeatures:
     def __init__(self, vocabulary: Sequence[str], tokenizer=None):
         self.vocabulary = frozenset(vocabulary)
         self.tokenizer = tokenizer
+        # a fast tokenizer's Rust backend counts tokens ~4x cheaper than the Python wrapper (no BatchEncoding);
+        # a copy, with truncation and padding off, since the wrapper re-sets them on the shared one per call
+        self._backend = None
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            from tokenizers import Tokenizer
+
+            self._backend = Tokenizer.from_str(backend.to_str())
+            self._backend.no_truncation()
+            self._backend.no_padding()
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         split = [words(t) for t in texts]
@@ -68,6 +78,9 @@ class TextFeatures:
     def token_counts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros(0)
+        if self._backend is not None:
+            encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+            return np.fromiter((len(e) for e in encodings), float, len(encodings))
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return np.fromiter((len(x) for x in ids), float, len(ids))
 

@@ -30,17 +30,16 @@ class RunModel:
         self.task = task_for(recipe)
         self.labels = list(labels) if labels else None
         self.tokenizer = self.task.load_tokenizer(model_dir)
-        self.model = None
-        if load_model and self.task.family == "classifier":
-            self.model = self.task.load_model(model_dir)
+        self.model_dir = model_dir
+        self.can_predict = load_model and self.task.family == "classifier"
+        self.model = None  # loaded on the first predict: a log that carries the server's predictions never needs it
+        if self.can_predict:
             self.placement = choose_placement(recipe.train.device, recipe.train.precision)
-
-    @property
-    def can_predict(self) -> bool:
-        return self.model is not None
 
     def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(predicted labels, top-class confidence, class probabilities), row i for texts[i]."""
+        if self.model is None:
+            self.model = self.task.load_model(self.model_dir)
         probs = self.task.predict(self.model, self.tokenizer, [_Text(t) for t in texts], self.recipe, self.placement)
         top = probs.argmax(1)
         return [self.labels[i] for i in top], probs[np.arange(len(top)), top], probs

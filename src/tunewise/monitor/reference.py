@@ -72,7 +72,7 @@ def guard_run(recipe) -> str | None:
 
 def write_reference(rd: "RunDir", out: Path) -> str:
     from tunewise.artifacts.rows import load_labels
-    from tunewise.monitor.embed import MAX_LENGTH, Embedder
+    from tunewise.monitor.embed import MAX_LENGTH, Embedder, default_precision
     from tunewise.monitor.model import RunModel
     from tunewise.rundir import atomic_write_text, sha256_file
     from tunewise.tasks import task_for
@@ -121,7 +121,7 @@ def write_reference(rd: "RunDir", out: Path) -> str:
         numeric["guard_score"] = np.asarray(InjectionGuard.load(guard).scores(texts), float)
 
     sample = sorted(rng.choice(len(texts), min(cfg.embedding_sample, len(texts)), replace=False))
-    embedder = Embedder()
+    embedder = Embedder(default_precision())
     emb = embedder([texts[i] for i in sample])
     np.save(out / EMBEDDINGS_FILE, emb)
     profile = ReferenceProfile(
@@ -130,7 +130,8 @@ def write_reference(rd: "RunDir", out: Path) -> str:
         categorical=categorical, rates=rates, performance=performance,
         vocabulary=Vocabulary(file=VOCAB_FILE, size=len(vocab), train_words=distinct, tokenization=TOKENIZATION),
         embeddings=EmbeddingSample(file=EMBEDDINGS_FILE, sha256=sha256_file(out / EMBEDDINGS_FILE), rows=len(emb),
-                                   dim=int(emb.shape[1]), model=embedder.description, max_length=MAX_LENGTH),
+                                   dim=int(emb.shape[1]), model=embedder.description, max_length=MAX_LENGTH,
+                                   precision=embedder.precision),
         guard=guard, seconds=round(time.perf_counter() - t0, 2))
     profile.write(out)
     perf = (f" · accuracy {performance.accuracy:.4f} on them" if performance else "")

@@ -93,7 +93,7 @@ def monitor_log(log: str, *, profile, embeddings: np.ndarray, vocabulary: list[s
     reference = ReferenceData.from_profile(profile, embeddings)
     detector = DriftDetector(reference, alpha=cfg.alpha, permutations=cfg.permutations,
                              min_rows=cfg.min_window_rows, seed=seed)
-    embedder = Embedder()
+    embedder = Embedder(profile.embeddings.precision)  # the reference's own numerics
     featurize = TextFeatures(vocabulary, model.tokenizer)
     labels = profile.labels or []
     label_index = {lab: i for i, lab in enumerate(labels)}
@@ -148,13 +148,14 @@ def monitor_log(log: str, *, profile, embeddings: np.ndarray, vocabulary: list[s
             for r in batch:
                 if r.label is not None:
                     feedback_sink(r)
-        positions = [sources.format_time(r.timestamp) if r.timestamp is not None else r.where for r in batch]
-        acc.add(texts, numeric, categorical, positions, feedback)
+        first, last = (sources.format_time(r.timestamp) if r.timestamp is not None else r.where
+                       for r in (batch[0], batch[-1]))
+        acc.add(texts, numeric, categorical, (first, last), feedback)
 
     for chunk in iterate(log, cfg.chunk_rows, kind):
+        bar.update(len(chunk))
         batch: list[LogRecord] = []
         for rec in chunk:
-            bar.update(1)
             if isinstance(rec, Quarantined):
                 result.quarantine.append(rec)
                 continue
@@ -184,7 +185,8 @@ def monitor_log(log: str, *, profile, embeddings: np.ndarray, vocabulary: list[s
 def finish(acc: WindowAccumulator, detector: DriftDetector, embedder, cfg, labels: list[str],
            seed: int) -> ClosedWindow:
     tested = acc.rows >= cfg.min_window_rows
-    embed_texts = acc.sample[: cfg.window_embedding_sample]
+    # embed only the rows the domain test will use (a small reference caps the window's side at half of it)
+    embed_texts = acc.sample[: detector.embedding_sizes(min(len(acc.sample), cfg.window_embedding_sample))[1]]
     data = acc.data((lambda _texts: embedder(embed_texts)) if tested else None)
     tests = detector.test(data) if tested else []
     ref = detector.reference
