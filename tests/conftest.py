@@ -7,17 +7,15 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tunewise.recipe import load_recipe
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BANKING77 = DATA / "banking77"
@@ -189,25 +187,109 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(done, key=lambda p: int(p.name.split("-")[1]))
 
 
-def start_and_kill_at_first_checkpoint(recipe: Path, overrides: list[str], env: dict, log: Path) -> Path:
-    """Start `tunewise run`, SIGKILL it as soon as a complete checkpoint exists; returns the run directory."""
-    resolved = load_recipe(recipe, overrides)
-    root = Path(resolved.output_dir) / f"{resolved.name}-{resolved.fingerprint()}"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(recipe), *overrides], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+# ---------------------------------------------------------------- copies of shared runs
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx_data", ".bin", ".pt", ".pth")
+
+
+def _link_weights(src: str, dst: str) -> str:
+    """copytree's copy function: model weights are hard-linked (no bytes written), everything else copied. Tunewise
+    never rewrites a weight file in place and no test tampers with one; JSON and logs that tests edit are copies."""
+    if src.endswith(WEIGHT_SUFFIXES):
         try:
-            deadline = time.monotonic() + 480
-            while not complete_checkpoints(root):
-                assert proc.poll() is None, f"the run ended before its first checkpoint:\n{log.read_text()}"
-                assert time.monotonic() < deadline, "no checkpoint was written in time"
-                time.sleep(0.05)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert "evaluate:" not in log.read_text(), "the run finished before it was killed"
+            os.link(src, dst)
+            return dst
+        except OSError:  # another file system: fall back to a copy
+            pass
+    return shutil.copy2(src, dst)
+
+
+def copy_run(run: Path, dest: Path, *, ignore: Callable | None = None) -> Path:
+    """A private copy of a shared run directory for a test that reruns a stage or edits files: its model weights
+    are hard links to the shared run's (a copy of a causal run would otherwise write ~0.5 GB)."""
+    shutil.copytree(run, dest, copy_function=_link_weights, ignore=ignore)
+    return Path(dest)
+
+
+# ---------------------------------------------------------------- ONE tiny causal run, shared
+
+
+CAUSAL_TRAIN_ROWS, CAUSAL_TEST_ROWS = 16, 10
+CAUSAL_RECIPE: dict = {
+    "name": "causal-tiny", "task": "generation", "seed": 11, "audit": {"enabled": False},
+    "data": {"prompt_template": "Translate to German: {en}", "completion_field": "de", "validation_fraction": 0.25},
+    "model": {"base": "smollm2", "max_length": 96},
+    "train": {"epochs": 1, "batch_size": 8, "lr": 5e-4, "precision": "fp32", "early_stopping_patience": None},
+    "evaluate": {"max_new_tokens": 12, "bootstrap_samples": 200, "generation_batch_size": 10,
+                 "baselines": ["base_model"]},
+    "humaneval": {"n": CAUSAL_TEST_ROWS, "overlap": 0.5},
+    "probes": {"crows_pairs": False},  # 1,508 pairs x 2 models; tests/test_probes.py covers CrowS-Pairs
+}
+
+
+@pytest.fixture(scope="session")
+def session_causal_run(shared_data, tunewise, tmp_path_factory) -> Path:
+    """ONE full `tunewise run` of SmolLM2 + LoRA on 16 Multi30k en-de pairs (4 carved for validation), evaluated on
+    10 test prompts against the base model zero-shot, card and merged export included. Shared by test_causal
+    (the end-to-end checks), test_humaneval (studies of its outputs) and test_serve_chat (serving its export).
+    Tests must not modify it: copy it with `copy_run` (weights hard-linked)."""
+    src = shared_data / "multi30k_en_de"
+    if not src.is_dir():
+        pytest.skip(f"shared data not found at {src}")
+    root = tmp_path_factory.mktemp("causal")
+    (root / "train.jsonl").write_text("".join((src / "train.jsonl").read_text().splitlines(True)[:CAUSAL_TRAIN_ROWS]))
+    (root / "test.jsonl").write_text(
+        "".join((src / "test_2016_flickr.jsonl").read_text().splitlines(True)[:CAUSAL_TEST_ROWS]))
+    recipe = json.loads(json.dumps(CAUSAL_RECIPE))
+    recipe["output_dir"] = str(root / "runs")
+    recipe["data"].update(
+        train={"path": str(root / "train.jsonl"), "source": "Multi30k (slice)", "license": "CC-BY-4.0",
+               "contains_personal_data": False},
+        test={"path": str(root / "test.jsonl"), "source": "Multi30k test 2016 (slice)", "license": "CC-BY-4.0",
+              "contains_personal_data": False})
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    proc = run_tunewise("run", path)
+    assert proc.returncode == 0, f"the causal run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    run = Path(proc.stdout.split("run directory: ")[1].split()[0])
+    assert run.parent == root / "runs", proc.stdout
+    return run
+
+
+# ---------------------------------------------------------------- ONE injection guard, shared
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+FAST_GUARD = {"model": {"base": "minilm", "max_length": 64},
+              "train": {"epochs": 3, "batch_size": 16, "lr": 1.5e-4, "precision": "fp32", "device": "cpu",
+                        "early_stopping_patience": None},
+              "evaluate": {"bootstrap_samples": 200, "baselines": ["majority"]},
+              "audit": {"label_noise": False}, "probes": {"enabled": False}}
+
+
+@pytest.fixture(scope="session")
+def session_guard_run(shared_data, tunewise, tmp_path_factory) -> Path:
+    """A small injection guard (3 epochs, max_length 64) on examples/injection-guard.yaml's settings and the data
+    examples/data/make_guard_data.py builds, with the held-out benign sets scored by the guard stage. Shared by
+    test_guard (its quality and card) and test_serve (screening and blocking requests). Do not modify it."""
+    if not (shared_data / "prompt_injections" / "train.jsonl").is_file():
+        pytest.skip(f"{shared_data / 'prompt_injections'} not found")
+    folder = tmp_path_factory.mktemp("guard")
+    prep = subprocess.run([sys.executable, str(EXAMPLES / "data" / "make_guard_data.py"), "--shared", str(shared_data),
+                           "--out", str(folder / "data")], capture_output=True, text=True, timeout=120)
+    assert prep.returncode == 0, prep.stderr
+    example = yaml.safe_load((EXAMPLES / "injection-guard.yaml").read_text())
+    recipe = {**example, **FAST_GUARD, "output_dir": str(folder / "runs")}
+    recipe["data"] = {**example["data"],
+                      "train": {**example["data"]["train"], "path": str(folder / "data" / "train.jsonl")},
+                      "test": {**example["data"]["test"], "path": str(folder / "data" / "test.jsonl")}}
+    recipe["guard"] = {**example["guard"], "benign_eval": [
+        {**example["guard"]["benign_eval"][0], "path": str(folder / "data" / "ood_benign.jsonl"), "max_rows": 150},
+        {**example["guard"]["benign_eval"][1], "path": str(EXAMPLES / "data" / "helpdesk" / "test.jsonl"),
+         "max_rows": 120}]}
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+    proc = tunewise("run", folder / "recipe.yaml")
+    assert proc.returncode == 0, f"guard run failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "guard: threshold" in proc.stdout and "out-of-distribution benign" in proc.stdout
+    [root] = sorted((folder / "runs").iterdir())
     return root

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import complete_checkpoints, start_and_kill_at_first_checkpoint
+from conftest import CAUSAL_TEST_ROWS
 from tunewise.artifacts.rows import Example
 from tunewise.data.readers import ExampleChecker, read_records
 from tunewise.errors import DataError, RecipeError
@@ -186,7 +186,7 @@ def test_position_ids_alone_would_contaminate(tok, model):
 # ---------------------------------------------------------------- LoRA merge and export
 
 
-def test_merged_export_matches_adapter_logits(tmp_path, smol_path, tok):
+def test_merged_export_matches_adapter_logits(tmp_path, smol_path, tok, model):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -217,7 +217,7 @@ def test_merged_export_matches_adapter_logits(tmp_path, smol_path, tok):
         merged_logits = merged(input_ids=ids).logits
     assert (merged_logits - adapter_logits).abs().max().item() < 1e-3
     with torch.no_grad():
-        plain = load_causal_lm(smol_path)(input_ids=ids).logits
+        plain = model(input_ids=ids).logits  # the module's unmodified base model (peft wrapped its own copy)
     assert (plain - adapter_logits).abs().max().item() > 1e-2  # the adapter really changed the model
     assert json.loads((out / "EXPORT.json").read_text())["merged"] is True
 
@@ -317,10 +317,8 @@ def test_show_mask_cli(tunewise, tiny_translation):
     assert "Translate to German: Two young, White males" in proc.stdout
 
 
-def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
-    proc = tunewise("run", tiny_translation)
-    assert proc.returncode == 0, proc.stderr
-    run = Path(proc.stdout.split("run directory: ")[1].split()[0])
+def test_generation_run_end_to_end(tunewise, session_causal_run, jsonl):
+    run = session_causal_run  # one full `tunewise run` of SmolLM2 + LoRA (conftest), shared with serving and humaneval
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
     ft = metrics["models"]["fine_tuned"]["metrics"]
     for name in ("bleu", "chrf", "rouge1", "rouge2", "rougeL", "exact_match", "length_ratio"):
@@ -328,7 +326,8 @@ def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
     assert {c["baseline"] for c in metrics["comparisons"]} == {"base_model"}
     assert "nrefs:1" in metrics["text_metric_signatures"]["bleu"]
     preds = jsonl(run / "eval" / "predictions.jsonl")
-    assert [p["id"] for p in preds] == [f"test:{i}" for i in range(1, 7)] and all("prediction" in p for p in preds)
+    assert [p["id"] for p in preds] == [f"test:{i}" for i in range(1, CAUSAL_TEST_ROWS + 1)]
+    assert all("prediction" in p for p in preds)
     summary = json.loads((run / "model" / "train_summary.json").read_text())
     assert summary["finetune"] == "lora" and summary["trained_tokens"] > 0
     assert summary["per_epoch"] and summary["per_epoch"][0]["eval_mean_token_accuracy"] is not None
@@ -341,26 +340,7 @@ def test_generation_run_end_to_end(tunewise, tiny_translation, jsonl):
     assert tunewise("verify", run).returncode == 0
 
 
-def test_kill_9_during_lora_training_then_resume(tunewise, tiny_translation, cli_env, jsonl, tmp_path):
-    """A causal LoRA run killed with SIGKILL after its first checkpoint resumes from it and completes the whole
-    schedule: the adapter, its optimizer state and the step count come back from the checkpoint."""
-    overrides = ["train.checkpoint_every_steps=1", "train.epochs=3", "data.train.max_rows=16",
-                 "evaluate.baselines=[]", "evaluate.max_examples=2", "evaluate.max_new_tokens=4"]
-    root = start_and_kill_at_first_checkpoint(tiny_translation, overrides, cli_env, tmp_path / "killed.log")
-    manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["stages"]["train"]["status"] == "running" and "evaluate" not in manifest["stages"]
-    saved = [int(p.name.split("-")[1]) for p in complete_checkpoints(root)]
-    assert (complete_checkpoints(root)[-1] / "adapter_model.safetensors").is_file()  # LoRA checkpoints hold the adapter
-
-    resumed = tunewise("run", tiny_translation, *overrides, "--resume")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    summary = json.loads((root / "model" / "train_summary.json").read_text())
-    assert summary["finetune"] == "lora" and int(summary["resumed_from"].split("-")[1]) >= saved[-1]
-    assert f"resumed from {summary['resumed_from']}" in resumed.stdout
-    n_train = len(jsonl(root / "data" / "train.jsonl"))
-    assert summary["global_steps"] == -(-n_train // 8) * 3  # the full schedule, not the rest of it
-    assert (root / "model" / "adapter_model.safetensors").is_file() and (root / "export" / "model.safetensors").is_file()
-    assert tunewise("verify", root).returncode == 0
+# kill -9 and --resume of a LoRA run, compared with an uninterrupted one: tests/test_faults.py
 
 
 def test_trained_positions_loss_equals_the_full_model_loss(tok, model):
@@ -377,9 +357,11 @@ def test_trained_positions_loss_equals_the_full_model_loss(tok, model):
     assert torch.equal(preds[:, :-1][keep], full.logits.argmax(-1)[:, :-1][keep])
 
 
-def test_full_fine_tuning_run(tunewise, tiny_translation):
+def test_full_fine_tuning_run(tunewise, tiny_translation, tmp_path):
+    # output_dir under tmp_path: the full model and its exported copy (~1 GB) go with the test
     proc = tunewise("run", tiny_translation, "model.finetune=full", "evaluate.baselines=[]", "data.train.max_rows=8",
-                    "evaluate.max_examples=2", "evaluate.max_new_tokens=4")
+                    "evaluate.max_examples=2", "evaluate.max_new_tokens=4", "probes.enabled=false",
+                    f"output_dir={tmp_path / 'runs'}")
     assert proc.returncode == 0, proc.stderr
     run = Path(proc.stdout.split("run directory: ")[1].split()[0])
     summary = json.loads((run / "model" / "train_summary.json").read_text())

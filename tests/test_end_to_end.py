@@ -1,20 +1,18 @@
 """End to end on real data and the real MiniLM: one shared `tunewise run` (conftest.session_run) checked from every
-side, plus a reproducibility rerun and a kill -9 / --resume cycle. Tests that rerun stages or tamper with files work
-on a copy of the shared run directory."""
+side. Tests that rerun stages or tamper with files work on a copy of the shared run directory."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import complete_checkpoints, start_and_kill_at_first_checkpoint
+from conftest import copy_run
 from tunewise.recipe import load_recipe, validate_recipe
 from tunewise.rundir import sha256_file
 
@@ -43,8 +41,8 @@ def predictions(run, jsonl) -> list[dict]:
 
 @pytest.fixture
 def run_copy(run, tmp_path) -> Path:
-    """A private copy of the shared run directory (its external inputs are the same data files)."""
-    return Path(shutil.copytree(run, tmp_path / run.name))
+    """A private copy of the shared run directory (its external inputs are the same data files; weights hard-linked)."""
+    return copy_run(run, tmp_path / run.name)
 
 
 # ---------------------------------------------------------------- what the run directory holds
@@ -254,63 +252,5 @@ def test_evaluate_max_examples_scores_the_first_rows_of_a_classifier(run_copy, p
     assert [r["pred"] for r in rows] == [p["pred"] for p in predictions[:25]]
 
 
-def test_same_seed_in_a_fresh_output_dir_gives_the_same_results(tunewise, run, session_recipe, tmp_path, metrics,
-                                                                predictions, jsonl):
-    proc = tunewise("run", session_recipe, f"output_dir={tmp_path / 'again'}")
-    assert proc.returncode == 0, proc.stderr
-    [again] = list((tmp_path / "again").iterdir())
-    assert again.name == run.name  # output_dir is not part of the run id
-    second = json.loads((again / "eval" / "metrics.json").read_text())
-    acc = second["models"]["fine_tuned"]["metrics"]["accuracy"]
-    assert acc == metrics["models"]["fine_tuned"]["metrics"]["accuracy"]
-    assert [p["pred"] for p in jsonl(again / "eval" / "predictions.jsonl")] == [p["pred"] for p in predictions]
-    first_model = json.loads((run / "manifest.json").read_text())["stages"]["train"]["outputs"]
-    assert sha256_file(again / "model" / "model.safetensors") == first_model["model/model.safetensors"]
-
-
-# ---------------------------------------------------------------- kill -9 and --resume
-
-
-RESUME_OVERRIDES = ["train.checkpoint_every_steps=5", "train.epochs=4"]
-
-
-def test_kill_9_during_training_then_resume(make_recipe, tunewise, cli_env, jsonl, tmp_path):
-    recipe = make_recipe("resume")
-    root = start_and_kill_at_first_checkpoint(recipe, RESUME_OVERRIDES, cli_env, tmp_path / "killed.log")
-    manifest = json.loads((root / "manifest.json").read_text())
-    assert manifest["stages"]["data"]["status"] == "done"
-    assert manifest["stages"]["train"]["status"] == "running"
-    assert "evaluate" not in manifest["stages"]
-    saved = [int(p.name.split("-")[1]) for p in complete_checkpoints(root)]
-
-    resumed = tunewise("run", recipe, *RESUME_OVERRIDES, "--resume")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "data: inputs unchanged" in resumed.stdout
-    summary = json.loads((root / "model" / "train_summary.json").read_text())
-    assert re.fullmatch(r"checkpoint-\d+", summary["resumed_from"] or ""), summary["resumed_from"]
-    assert int(summary["resumed_from"].split("-")[1]) >= saved[-1]
-    assert f"resumed from {summary['resumed_from']}" in resumed.stdout
-    n_train = len(jsonl(root / "data" / "train.jsonl"))
-    assert summary["global_steps"] == math.ceil(n_train / 16) * 4  # the full schedule, not the rest of it
-    assert summary["epochs_run"] == 4
-    assert not (root / "model" / "checkpoints").exists()  # resume-only state goes once the model is saved
-    assert (root / "eval" / "metrics.json").is_file() and (root / "report.html").is_file()
-    manifest = json.loads((root / "manifest.json").read_text())
-    assert list(manifest["stages"]) == ["data", "audit", "train", "reference", "evaluate", "probes", "gate", "card"]
-    assert all(r["status"] == "done" for r in manifest["stages"].values())
-    assert tunewise("verify", root).returncode == 0
-
-
-def test_resume_skips_a_checkpoint_that_was_half_written_when_killed(make_recipe, tunewise, cli_env, tmp_path):
-    recipe = make_recipe("resume_partial")
-    root = start_and_kill_at_first_checkpoint(recipe, RESUME_OVERRIDES, cli_env, tmp_path / "killed.log")
-    complete = complete_checkpoints(root)[-1]
-    # what a kill during the next save leaves behind: the weights are written, the trainer state is not yet
-    partial = complete.parent / f"checkpoint-{int(complete.name.split('-')[1]) + 5}"
-    partial.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(complete / name, partial / name)
-    resumed = tunewise("run", recipe, *RESUME_OVERRIDES, "--resume")  # asserts that no traceback is printed
-    assert resumed.returncode == 0, resumed.stderr
-    summary = json.loads((root / "model" / "train_summary.json").read_text())
-    assert summary["resumed_from"] == complete.name
+# Same seed in a fresh output folder, kill -9 and --resume, and a half-written checkpoint: tests/test_faults.py
+# (test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends compares the two runs file by file).

@@ -168,7 +168,7 @@ def small_checker(faith_splits, tunewise, tmp_path_factory) -> Path:
               "train": {"epochs": 2, "batch_size": 16, "lr": 1e-4, "precision": "fp32", "device": "cpu",
                         "early_stopping_patience": None},
               "evaluate": {"bootstrap_samples": 200, "baselines": ["majority"]},
-              "audit": {"enabled": False}}
+              "audit": {"enabled": False}, "probes": {"enabled": False}}  # the checker's probes are not tested here
     path = folder / "checker.yaml"
     path.write_text("# tunewise run checker.yaml\n" + yaml.safe_dump(recipe), encoding="utf-8")
     proc = tunewise("run", path, cwd=folder)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import copy_run
 from tunewise.safety import pii
 from tunewise.safety.rules import RULES, guess_language, matching_rules
 
@@ -128,12 +129,7 @@ def test_threshold_is_the_lowest_that_keeps_validation_fpr_at_the_target():
 
 # ---------------------------------------------------------------- a real guard, trained by `tunewise run`
 
-FAST_GUARD = {"model": {"base": "minilm", "max_length": 64},
-              "train": {"epochs": 3, "batch_size": 16, "lr": 1.5e-4, "precision": "fp32", "device": "cpu",
-                        "early_stopping_patience": None},
-              "evaluate": {"bootstrap_samples": 200, "baselines": ["majority"]},
-              "audit": {"label_noise": False}, "probes": {"enabled": False}}
-
+# the guard run itself is conftest.session_guard_run (test_serve.py serves it too)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHAT_PROMPTS = ["Translate to German: A man is riding a bike.", "Write a haiku about autumn.",
@@ -143,33 +139,9 @@ CHAT_PROMPTS = ["Translate to German: A man is riding a bike.", "Write a haiku a
 
 
 @pytest.fixture(scope="session")
-def guard_run(shared_data, tunewise, tmp_path_factory) -> Path:
-    """A small guard (3 epochs, max_length 64) on examples/injection-guard.yaml's settings and
-    the data examples/data/make_guard_data.py builds, with the held-out benign sets scored by the guard stage."""
-    import subprocess
-    import sys
-
-    if not (shared_data / "prompt_injections" / "train.jsonl").is_file():
-        pytest.skip(f"{shared_data / 'prompt_injections'} not found")
-    folder = tmp_path_factory.mktemp("guard")
-    prep = subprocess.run([sys.executable, str(EXAMPLES / "data" / "make_guard_data.py"), "--shared", str(shared_data),
-                           "--out", str(folder / "data")], capture_output=True, text=True, timeout=120)
-    assert prep.returncode == 0, prep.stderr
-    example = yaml.safe_load((EXAMPLES / "injection-guard.yaml").read_text())
-    recipe = {**example, **FAST_GUARD, "output_dir": str(folder / "runs")}
-    recipe["data"] = {**example["data"],
-                      "train": {**example["data"]["train"], "path": str(folder / "data" / "train.jsonl")},
-                      "test": {**example["data"]["test"], "path": str(folder / "data" / "test.jsonl")}}
-    recipe["guard"] = {**example["guard"], "benign_eval": [
-        {**example["guard"]["benign_eval"][0], "path": str(folder / "data" / "ood_benign.jsonl"), "max_rows": 150},
-        {**example["guard"]["benign_eval"][1], "path": str(EXAMPLES / "data" / "helpdesk" / "test.jsonl"),
-         "max_rows": 120}]}
-    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
-    proc = tunewise("run", folder / "recipe.yaml")
-    assert proc.returncode == 0, f"guard run failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "guard: threshold" in proc.stdout and "out-of-distribution benign" in proc.stdout
-    [root] = sorted((folder / "runs").iterdir())
-    return root
+def guard_run(session_guard_run) -> Path:
+    """The shared small guard (conftest.session_guard_run): examples/injection-guard.yaml's settings, 3 epochs."""
+    return session_guard_run
 
 
 def test_guard_data_prep_is_deterministic_and_keeps_the_benign_check_out_of_training(guard_run, tmp_path,
@@ -311,8 +283,7 @@ def test_a_run_without_a_guard_report_is_refused_with_the_way_out(guard_run, tmp
     from tunewise.errors import ModelError, VerifyError
     from tunewise.safety.guard import InjectionGuard
 
-    copy = tmp_path / guard_run.name
-    shutil.copytree(guard_run, copy, ignore=shutil.ignore_patterns("checkpoints"))
+    copy = copy_run(guard_run, tmp_path / guard_run.name, ignore=shutil.ignore_patterns("checkpoints"))
     (copy / "guard" / "guard.json").unlink()
     with pytest.raises(VerifyError):  # a guard whose files changed after training is refused
         InjectionGuard.load(copy)

@@ -23,62 +23,26 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import read_jsonl, subprocess_env
+from conftest import CAUSAL_TEST_ROWS, copy_run as copy_shared_run, read_jsonl, subprocess_env
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-MULTI30K = DATA / "multi30k_en_de"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-N_TEST = 10
+N_TEST = CAUSAL_TEST_ROWS  # conftest.session_causal_run's test prompts
 
 
 # ---------------------------------------------------------------- a real tiny generation run
 
-STAGES_SCRIPT = """
-import sys
-from tunewise.pipeline import open_run, run_stage
-rd = open_run(sys.argv[1])
-for name in ("data", "train", "evaluate"):
-    print(run_stage(rd, name).message, flush=True)
-print("run directory:", rd.root)
-"""
-
 
 @pytest.fixture(scope="module")
-def gen_run(tmp_path_factory) -> Path:
-    """data, train and evaluate of SmolLM2 + LoRA on 16 Multi30k pairs; 10 test prompts answered by the
-    fine-tuned model and by the base model zero-shot (the stages human evaluation reads; no card or export)."""
-    if not MULTI30K.is_dir():
-        pytest.skip(f"shared data not found at {MULTI30K}")
-    root = tmp_path_factory.mktemp("he")
-    train = [json.loads(line) for line in (MULTI30K / "train.jsonl").read_text().splitlines()[:16]]
-    test = [json.loads(line) for line in (MULTI30K / "test_2016_flickr.jsonl").read_text().splitlines()[:N_TEST]]
-    (root / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
-    (root / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
-    recipe = {
-        "name": "he-mt", "task": "generation", "seed": 11, "output_dir": str(root / "runs"),
-        "audit": {"enabled": False},
-        "data": {"train": {"path": str(root / "train.jsonl"), "source": "Multi30k (slice)", "license": "CC-BY-4.0",
-                           "contains_personal_data": False},
-                 "test": {"path": str(root / "test.jsonl"), "source": "Multi30k test 2016 (slice)",
-                          "license": "CC-BY-4.0", "contains_personal_data": False},
-                 "prompt_template": "Translate to German: {en}", "completion_field": "de",
-                 "validation_fraction": 0.0},
-        "model": {"base": "smollm2", "max_length": 64},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 5e-4, "precision": "fp32", "early_stopping_patience": None},
-        "evaluate": {"max_new_tokens": 12, "bootstrap_samples": 200, "generation_batch_size": 10,
-                     "baselines": ["base_model"]},
-        "humaneval": {"n": N_TEST, "overlap": 0.5},
-        "probes": {"crows_pairs": False},  # 1,508 pairs x 2 models; tests/test_probes.py covers CrowS-Pairs
-    }
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    proc = subprocess.run([sys.executable, "-c", STAGES_SCRIPT, str(root / "recipe.yaml")], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return Path(proc.stdout.split("run directory: ")[1].split()[0])
+def gen_run(session_causal_run, tmp_path_factory) -> Path:
+    """A private copy (weights hard-linked) of conftest's shared tiny generation run: SmolLM2 + LoRA on 16 Multi30k
+    pairs; 10 test prompts answered by the fine-tuned model and by the base model zero-shot, the outputs human
+    evaluation reads. The first study is made in this copy; tests that need a study of their own copy it again."""
+    run = copy_shared_run(session_causal_run, tmp_path_factory.mktemp("he") / session_causal_run.name)
+    assert len(read_jsonl(run / "eval" / "predictions.jsonl")) == N_TEST
+    return run
 
 
 def tunewise(*args) -> subprocess.CompletedProcess:
@@ -387,7 +351,7 @@ def test_sides_are_randomised_per_item_and_per_annotator():
 
 def copy_run(run: Path, dest: Path) -> Path:
     """A copy of the run without its human evaluation (folder and manifest record), for a study of its own."""
-    shutil.copytree(run, dest, ignore=shutil.ignore_patterns("humaneval"))
+    copy_shared_run(run, dest, ignore=shutil.ignore_patterns("humaneval"))  # weights hard-linked
     manifest = json.loads((dest / "manifest.json").read_text())
     manifest["stages"].pop("humaneval", None)
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))

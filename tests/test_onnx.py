@@ -4,18 +4,18 @@ banking77 classifier agrees with torch on the run's test split."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import copy_run
+
 
 @pytest.fixture(scope="session")
 def onnx_run(session_run, tunewise, tmp_path_factory) -> tuple[Path, str]:
     """A copy of the shared run with `tunewise export --onnx` done (fp32); (run, the command's stdout)."""
-    root = tmp_path_factory.mktemp("onnx") / session_run.name
-    shutil.copytree(session_run, root)
+    root = copy_run(session_run, tmp_path_factory.mktemp("onnx") / session_run.name)  # weights hard-linked
     proc = tunewise("export", root, "--onnx")
     assert proc.returncode == 0, f"export --onnx failed:\n{proc.stdout}\n{proc.stderr}"
     return root, proc.stdout
@@ -74,8 +74,7 @@ def test_int8_export_stays_close_to_torch(session_run, tmp_path):
 
 
 def test_int8_without_onnx_is_refused(session_run, tunewise, tmp_path):
-    root = tmp_path / session_run.name
-    shutil.copytree(session_run, root)
+    root = copy_run(session_run, tmp_path / session_run.name)
     proc = tunewise("export", root, "--int8")
     assert proc.returncode != 0 and "--int8" in proc.stderr and "--onnx" in proc.stderr
     assert not (root / "export").exists()

@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
 
+from conftest import copy_run
 from tunewise.artifacts.probes import Probes
 from tunewise.errors import DataError, RecipeError, TunewiseError
 from tunewise.kit.identity_terms import FAMILIES, load_families, load_family, match_case, parse_family
@@ -229,8 +229,7 @@ def test_card_section_and_datacard_show_the_probes(session_run, probes_doc):
 
 
 def test_probes_rerun_is_a_no_op_and_a_missing_stage_has_no_section(session_run, tmp_path, tunewise):
-    copy = tmp_path / session_run.name
-    shutil.copytree(session_run, copy)
+    copy = copy_run(session_run, tmp_path / session_run.name)  # weights hard-linked
     proc = tunewise("probes", copy)
     assert proc.returncode == 0 and "nothing to do" in proc.stdout + proc.stderr
     shutil.rmtree(copy / "probes")
@@ -252,26 +251,17 @@ def test_probes_recipe_fields_are_checked(tmp_path, session_recipe):
 # ---------------------------------------------------------------- the causal path, on a tiny real LoRA run
 
 
-def test_causal_probes_score_crows_pairs_for_base_and_finetuned(tmp_path, shared_data):
-    from tunewise.stages import get
+def test_causal_probes_score_crows_pairs_for_base_and_finetuned(session_causal_run, tmp_path, shared_data):
+    from tunewise.stages import RunOptions, get
 
-    recipe_file = tmp_path / "tiny.yaml"
-    recipe_file.write_text(yaml.safe_dump({
-        "name": "tiny-causal", "task": "generation", "seed": 3, "output_dir": str(tmp_path / "runs"),
-        "data": {"train": {"path": str(shared_data / "dialogsum" / "dialogsum.dev.jsonl"), "max_rows": 30,
-                           "license": "CC-BY-NC-SA-4.0"},
-                 "prompt_template": "Summarize the dialogue.\n\n{dialogue}", "completion_field": "summary",
-                 "validation_fraction": 0.0, "test_fraction": 0.2},
-        "intended_use": "research", "audit": {"enabled": False},
-        "model": {"base": "smollm2", "max_length": 96},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 1e-3, "early_stopping_patience": None, "device": "cpu"},
-        "evaluate": {"bootstrap_samples": 200, "max_new_tokens": 8},
-        "probes": {"crows_pairs_path": str(shared_data / "crows_pairs"), "crows_pairs_max_pairs": 60,
-                   "generation_max_texts": 3, "robustness": ["typos"], "noise_rates": {"typos": 0.5}},
-    }))
-    rd = RunDir.for_recipe(load_recipe(recipe_file))
-    for stage in ("data", "train", "probes"):
-        get(stage).run(rd)
+    # the shared tiny LoRA run (conftest), in a copy whose probes stage reruns with CrowS-Pairs and robustness on
+    rd = RunDir.open(copy_run(session_causal_run, tmp_path / session_causal_run.name))
+    probes = rd.recipe.probes.model_copy(update={
+        "crows_pairs": True, "crows_pairs_path": str(shared_data / "crows_pairs"), "crows_pairs_max_pairs": 60,
+        "generation_max_texts": 3, "robustness": ["typos"],
+        "noise_rates": rd.recipe.probes.noise_rates.model_copy(update={"typos": 0.5})})
+    rd.recipe = rd.recipe.model_copy(update={"probes": probes})
+    get("probes").run(rd, RunOptions(force=True))
     p = Probes.read(rd.stage_dir("probes") / "probes.json")
     assert p.counterfactual is None and p.crows_pairs_note is None
     c = p.crows_pairs

@@ -1,8 +1,8 @@
 """Chat and completions serving, tested with the official `openai` client against real tunewise servers (uvicorn on
 loopback) over a real fine-tuned SmolLM2 run: non-streaming and streaming answers, stop strings, max_tokens, usage,
 errors, PII redaction in the reply and the log, concurrent streams sharing decoding steps, and a gateway in front of
-a second server. The run is trained once per module (a tiny LoRA run on multi30k) and its model loaded once for all
-servers."""
+a second server. The run is conftest's shared tiny LoRA run on multi30k (trained once per session) and its model
+is loaded once for all servers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import asyncio
 import json
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, subprocess_env
+from conftest import copy_run
 
 openai = pytest.importorskip("openai")
 
@@ -32,33 +30,10 @@ PROMPTS = ["What is the capital of France?", "Name three colours.", "Write one s
 
 
 @pytest.fixture(scope="module")
-def chat_run(tmp_path_factory) -> Path:
-    """A real fine-tuned causal LM: SmolLM2 + LoRA on 12 multi30k pairs, one epoch, exported (merged). Only the
-    stages serving needs (data, train, export) run, in a subprocess, so evaluation stages stay out of this cost."""
-    root = tmp_path_factory.mktemp("serve_chat")
-    src = DATA / "multi30k_en_de"
-    if not src.is_dir():
-        pytest.skip(f"shared data not found at {src}")
-    (root / "train.jsonl").write_text("".join((src / "train.jsonl").read_text().splitlines(True)[:16]))
-    (root / "test.jsonl").write_text("".join((src / "test_2016_flickr.jsonl").read_text().splitlines(True)[:4]))
-    import yaml
-
-    (root / "mt.yaml").write_text(yaml.safe_dump({
-        "name": "mt-serve", "task": "generation", "output_dir": str(root / "runs"), "audit": {"enabled": False},
-        "data": {"train": "train.jsonl", "test": "test.jsonl", "prompt_template": "Translate to German: {en}",
-                 "completion_field": "de", "validation_fraction": 0.25},
-        "model": {"base": "smollm2", "max_length": 96},
-        "train": {"epochs": 1, "batch_size": 8, "lr": 5.0e-4, "precision": "fp32", "early_stopping_patience": None},
-        "evaluate": {"max_new_tokens": 4, "bootstrap_samples": 100, "generation_batch_size": 4, "baselines": [],
-                     "max_examples": 2}}))
-    script = ("import sys; from tunewise.pipeline import open_run, run_stage\n"
-              "rd = open_run(sys.argv[1])\n"
-              "for name in ('data', 'train', 'export'): run_stage(rd, name)\n"
-              "print(rd.root)")
-    proc = subprocess.run([sys.executable, "-c", script, str(root / "mt.yaml")], env=subprocess_env(),
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = Path(proc.stdout.strip().splitlines()[-1])
+def chat_run(session_causal_run, tmp_path_factory) -> Path:
+    """A real fine-tuned causal LM: conftest's shared SmolLM2 + LoRA run on 16 multi30k pairs (one epoch, exported
+    merged), in a private copy whose weights are hard links (serving must not write into the shared run)."""
+    run = copy_run(session_causal_run, tmp_path_factory.mktemp("serve_chat") / session_causal_run.name)
     assert (run / "export" / "model.safetensors").is_file()
     return run
 
