@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
 def replace_block(path: Path, script: str, body: str, section_title: str) -> None:
@@ -16,3 +19,10 @@ def replace_block(path: Path, script: str, body: str, section_title: str) -> Non
     else:
         text += f"\n## {section_title}\n\n{block}\n"
     path.write_text(text, encoding="utf-8")
+
+
+def record(results: Path, result: dict, script: str, table: str, section_title: str) -> None:
+    """Write the run's JSON to `results` and its table into its block of docs/benchmarks.md."""
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    replace_block(DOCS, script, table, section_title)

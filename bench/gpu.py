@@ -238,12 +238,10 @@ def main() -> None:
     print(table)
     if args.quick:
         return
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     sys.path.insert(0, str(ROOT / "bench"))
-    from _docs import replace_block
+    from _docs import record
 
-    replace_block(ROOT / "docs" / "benchmarks.md", "gpu", table, "GPU throughput")
+    record(RESULTS, result, "gpu", table, "GPU throughput")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunewise.hardware import affinity_cpus, cpu_facts
+
 if TYPE_CHECKING:
     from tunewise.artifacts.serve import GuardEvidence, LevelResult, Machine
     from tunewise.rundir import RunDir, StageOutcome
@@ -226,16 +228,6 @@ def measure_level(pid: int, url: str, key: str, texts: Sequence[str], clients: i
                        cpu_seconds=round(cpu, 3), cpu_s_per_1k=round(cpu / max(len(latencies), 1) * 1000, 3))
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
 def machine(load_before: float, load_after: float) -> "Machine":
     from importlib.metadata import PackageNotFoundError, version
 
@@ -247,7 +239,7 @@ def machine(load_before: float, load_after: float) -> "Machine":
             libs[lib] = version(lib)
         except PackageNotFoundError:
             pass
-    return Machine(cpu_model=cpu_model(), cpus=len(os.sched_getaffinity(0)), platform=platform.platform(),
+    return Machine(cpu_model=cpu_facts()["model"], cpus=affinity_cpus(), platform=platform.platform(),
                    python=platform.python_version(), libraries=libs,
                    load_average=(round(load_before, 2), round(load_after, 2)))
 
