@@ -429,6 +429,52 @@ def test_ctrl_c_in_each_stage_leaves_a_run_that_resume_completes(data_files, tmp
           f"resumed from {summary['resumed_from']}")
 
 
+# ---------------------------------------------------------------- checkpoints are written atomically
+
+
+def test_atomic_checkpoints_rotate_and_name_the_best_by_its_final_folder(tmp_path):
+    """A real Trainer (a 5-weight regression, 8 steps, a checkpoint and a validation every step, keeping 2):
+    every save goes through a staging folder that is renamed into place, rotation still keeps the newest and the
+    best, no staging folder is left, each checkpoint passes the damage checks, and the best checkpoint is named by
+    its final folder (in the state and in each trainer_state.json), so load_best_model_at_end and --resume find it."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from tunewise.train.common import checkpoint_problem, resumable_trainer
+
+    class Regression(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):
+            out = self.linear(x).squeeze(-1)
+            return {"loss": torch.nn.functional.mse_loss(out, labels), "logits": out}
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 4, generator=g)
+    rows = [{"x": row, "labels": float(row.sum())} for row in x]
+    out = tmp_path / "ckpts"
+    args = TrainingArguments(output_dir=str(out), max_steps=8, per_device_train_batch_size=4, learning_rate=0.05,
+                             eval_strategy="steps", eval_steps=1, save_strategy="steps", save_steps=1,
+                             save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="eval_loss",
+                             greater_is_better=False, report_to="none", use_cpu=True, remove_unused_columns=False,
+                             logging_steps=1, disable_tqdm=True)
+    trainer = resumable_trainer(Trainer)(model=Regression(), args=args, train_dataset=rows, eval_dataset=rows[:8])
+    trainer.train()
+
+    folders = sorted(p.name for p in out.iterdir())
+    assert not [name for name in folders if name.startswith(".tmp-")], folders
+    best = Path(trainer.state.best_model_checkpoint)
+    assert best.parent == out and best.is_dir() and best.name == f"checkpoint-{trainer.state.best_global_step}"
+    kept = {"checkpoint-8", best.name} if best.name != "checkpoint-8" else {"checkpoint-7", "checkpoint-8"}
+    assert set(folders) == kept, (folders, best.name)  # the newest 2, or the newest and the best
+    for name in folders:
+        assert checkpoint_problem(out / name) is None, name
+        recorded = json.loads((out / name / "trainer_state.json").read_text())["best_model_checkpoint"]
+        assert Path(recorded).parent == out and ".tmp-" not in recorded, recorded
+
+
 # ---------------------------------------------------------------- kill -9 and resume: the same result
 
 
@@ -470,53 +516,64 @@ def test_a_resumed_epoch_replays_the_batches_of_an_uninterrupted_one(tmp_path):
 
 
 
-def kill_at_checkpoint(recipe: Path, step: int, env: dict, log: Path) -> subprocess.Popen:
-    """Start `tunewise run` and SIGKILL it once checkpoint-`step` is complete."""
-    root = run_root(recipe)
+KILL_WHILE_SAVING = '''
+import os, re, signal
+import torch
+
+_save = torch.save
+def save(obj, f, *args, **kwargs):  # SIGKILL in the middle of one checkpoint's save: its weights are written
+    step = re.search(r"checkpoint-(\\d+)", str(f))
+    if step and step.group(1) == os.environ["TW_KILL_IN_SAVE"] and str(f).endswith("optimizer.pt"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _save(obj, f, *args, **kwargs)
+torch.save = save
+'''
+
+
+def kill_while_saving(recipe: Path, step: int, folder: Path, log: Path) -> None:
+    """Run `tunewise run`, SIGKILLed by itself halfway through writing checkpoint-`step` (its weights written,
+    its optimizer state not yet)."""
+    (folder / "inject").mkdir(parents=True)
+    (folder / "inject" / "sitecustomize.py").write_text(KILL_WHILE_SAVING)
+    env = subprocess_env()
+    env["PYTHONPATH"] = f"{folder / 'inject'}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env["TW_KILL_IN_SAVE"] = str(step)
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(recipe)], env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 900  # a guard against a hang, not a timing
-        while step not in [int(p.name.split("-")[1]) for p in complete_checkpoints(root)]:
-            assert proc.poll() is None, f"the run ended before checkpoint-{step}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no checkpoint-{step} in time"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert json.loads((root / "manifest.json").read_text())["stages"]["train"]["status"] == "running"
-    return proc
+        proc = subprocess.run([sys.executable, "-m", "tunewise", "run", str(recipe)], env=env, stdout=out,
+                              stderr=subprocess.STDOUT, timeout=900)
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    assert json.loads((run_root(recipe) / "manifest.json").read_text())["stages"]["train"]["status"] == "running"
 
 
 @pytest.mark.parametrize("kind", ["classifier", "causal_lora"])
 def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(kind, data_files, tmp_path):
     """Two runs of the same recipe and seed in two output folders, side by side: one left alone, one killed with
-    SIGKILL right after a checkpoint in the second epoch and then resumed. Same run id, logged losses, final
-    metrics, predictions and weights. A checkpoint past the first epoch is where it shows: the epoch's batch order
-    must not depend on the global RNG state at resume
-    (test_a_resumed_epoch_replays_the_batches_of_an_uninterrupted_one). Before resuming, a half-written next
-    checkpoint is planted, as a kill during the next save leaves one: the resume must skip it."""
+    SIGKILL in the middle of writing its last checkpoint, then resumed. Checkpoints are written atomically, so the
+    kill leaves no checkpoint folder of that step, only its staging folder, and the resume starts from the one
+    before, in the second epoch, which is where resuming shows: the epoch's batch order must not depend on the
+    global RNG state at resume (test_a_resumed_epoch_replays_the_batches_of_an_uninterrupted_one). Same run id,
+    logged losses, final metrics, predictions and weights. Before resuming, a half-written checkpoint is also
+    planted (as a copy cut short would leave one): the resume must skip it too."""
     make = classifier_recipe if kind == "classifier" else causal_recipe
-    step = 8 if kind == "classifier" else 4  # classifier: 6 steps an epoch; causal: 3
+    step, killed_in = (8, 12) if kind == "classifier" else (4, 6)  # classifier: 6 steps an epoch; causal: 3
     no_audit = {"audit": {"enabled": False}}  # the audit stage is not what is compared
     plain = make(tmp_path / "plain", data_files, **no_audit)
     killed = make(tmp_path / "killed", data_files, **no_audit)
-    env = subprocess_env()
-    alone = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(plain)], env=env,
+    alone = subprocess.Popen([sys.executable, "-m", "tunewise", "run", str(plain)], env=subprocess_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        kill_at_checkpoint(killed, step, env, tmp_path / "killed.log")
+        kill_while_saving(killed, killed_in, tmp_path, tmp_path / "killed.log")
         root = run_root(killed)
+        ckpts = root / "model" / "checkpoints"
         manifest = json.loads((root / "manifest.json").read_text())
         assert manifest["stages"]["data"]["status"] == "done" and "evaluate" not in manifest["stages"]
+        staging = ckpts / f".tmp-checkpoint-{killed_in}" / f"checkpoint-{killed_in}"
+        assert list(staging.glob("*.safetensors")) and not (staging / "optimizer.pt").exists()  # killed mid-save
+        assert not (ckpts / f"checkpoint-{killed_in}").exists()  # ... and nothing of it looks like a checkpoint
         complete = complete_checkpoints(root)[-1]
-        partial = complete.parent / f"checkpoint-{int(complete.name.split('-')[1]) + 1}"
-        partial.mkdir()  # the weights are written, the optimizer and the trainer state are not yet
+        assert complete.name == f"checkpoint-{step}", sorted(p.name for p in ckpts.iterdir())
+        partial = ckpts / f"checkpoint-{step + 1}"
+        partial.mkdir()  # the weights are there, the optimizer and the trainer state are not
         for weights_file in complete.glob("*.safetensors"):
             shutil.copy(weights_file, partial / weights_file.name)
         resumed = tunewise("run", killed, "--resume")

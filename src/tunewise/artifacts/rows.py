@@ -89,6 +89,42 @@ def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
     return rows
 
 
+def rows_dataset(folder: Path, split: str, cache_dir: Path):
+    """`{folder}/{split}.jsonl` (classification) as a memory-mapped Arrow table (datasets.Dataset) with columns
+    id, text, text_pair, label: converted a batch at a time into an Arrow file under `cache_dir`, so a split
+    larger than memory is never held whole. The same file (size and mtime) is converted once."""
+    import datasets
+    from datasets import Dataset, Features, Value
+
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
+                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
+    stat = path.stat()
+    features = Features({"id": Value("string"), "text": Value("string"), "text_pair": Value("string"),
+                         "label": Value("string")})
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return Dataset.from_generator(_row_fields, features=features, cache_dir=str(cache_dir),
+                                      gen_kwargs={"path": str(path), "stamp": (stat.st_size, stat.st_mtime_ns)})
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _row_fields(path: str, stamp: tuple[int, int]):
+    """The Arrow columns of each row of a data/ split, read a line at a time (`stamp` keys the cache)."""
+    for number, value in read_jsonl(Path(path), what="a row written by the data stage",
+                                    advice="; the file was damaged: run the data stage again"):
+        try:
+            row = Row(**value)
+        except TypeError as exc:
+            raise DataError(f"{path}:{number}: not a row written by the data stage ({exc}); the file was damaged: "
+                            f"run the data stage again") from None
+        yield {"id": row.id, "text": row.text, "text_pair": row.text_pair, "label": row.label}
+
+
 def load_labels(folder: Path) -> list[str]:
     """The label set, in order, as the data stage wrote it (labels.json, a typed artifact)."""
     from tunewise.artifacts.data import Labels

@@ -2,7 +2,8 @@
 
 Texts are added in batches (`DuplicateIndex.add`), each tagged with its split; the index keeps per text only
 a 64-bit key of its exact form, its LSH band keys (b × 8 bytes) and its set of 32-bit shingle hashes, never the
-text itself. `finish()` then groups exact duplicates by sorting the keys, finds near-duplicate candidates by
+text itself. The band keys and the shingle sets, which grow with the data, are appended to temporary files
+(under TMPDIR) and memory-mapped when `finish()` needs them, so in memory the index holds about 20 bytes a text. `finish()` then groups exact duplicates by sorting the keys, finds near-duplicate candidates by
 sorting each band's keys (MinHash LSH, see minhash.py), and verifies every candidate pair by its exact Jaccard
 similarity. The result answers, per split: duplicates, near-duplicate clusters, and eval rows leaked from train.
 """
@@ -10,6 +11,7 @@ similarity. The result answers, per split: duplicates, near-duplicate clusters, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from datasketch.hashfunc import sha1_hash32
@@ -137,8 +139,8 @@ class DuplicateIndex:
         self._cache: dict[str, int] = {}
         self._groups: list[np.ndarray] = []
         self._keys: list[np.ndarray] = []
-        self._bands: list[np.ndarray] = []
-        self._sets: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {"word": ([], []), "char": ([], [])}
+        self._spill = _Spill(self.bands)  # band keys (one file per band) and shingle sets, on disk
+        self._sizes: dict[str, list[np.ndarray]] = {"word": [], "char": []}
 
     def _hash(self, shingle: str) -> int:
         h = self._cache.get(shingle)
@@ -180,19 +182,22 @@ class DuplicateIndex:
         signatures = self.hasher.signatures(sets["word"][1], sets["word"][0])
         self._groups.append(np.full(len(texts), group, dtype=np.int8))
         self._keys.append(keys)
-        self._bands.append(minhash.band_keys(signatures, self.bands, self.rows_per_band))
+        self._spill.add_bands(minhash.band_keys(signatures, self.bands, self.rows_per_band))
         for name, (sizes, data) in sets.items():
-            self._sets[name][0].append(sizes)
-            self._sets[name][1].append(data)
+            self._sizes[name].append(sizes.astype(np.int32))
+            self._spill.add_set(name, data)
 
     def finish(self) -> Duplicates:
+        with self._spill as spill:
+            return self._finish(spill)
+
+    def _finish(self, spill: "_Spill") -> Duplicates:
         groups = _cat(self._groups, np.int8)
         keys = _cat(self._keys, np.uint64)
-        bands = np.concatenate(self._bands) if self._bands else np.empty((0, self.bands), dtype=np.uint64)
-        csr = {name: (np.concatenate([[0], np.cumsum(_cat(sizes, np.int64))]).astype(np.int64), _cat(data, np.uint32))
-               for name, (sizes, data) in self._sets.items() if sizes}
-        self._groups = self._keys = self._bands = []  # type: ignore[assignment]
-        self._sets = {"word": ([], []), "char": ([], [])}
+        csr = {name: (np.concatenate([[0], np.cumsum(_cat(sizes, np.int64))]).astype(np.int64), spill.set_data(name))
+               for name, sizes in self._sizes.items() if sizes}
+        self._groups = self._keys = []  # type: ignore[assignment]
+        self._sizes = {"word": [], "char": []}
         n = len(keys)
         sizes = np.diff(csr["word"][0]) if "word" in csr else np.zeros(n, dtype=np.int64)
 
@@ -205,8 +210,7 @@ class DuplicateIndex:
         rep[order] = order[starts][run]
 
         nodes = np.flatnonzero((rep == np.arange(n)) & (sizes > 0))
-        pairs = minhash.candidate_pairs(bands[nodes], nodes)
-        del bands
+        pairs = minhash.candidate_pairs(spill.band_columns(nodes), nodes)
         floor = self.threshold - (self.CHAR_MARGIN if "char" in csr else 0.0)
         if len(pairs):
             # Jaccard can be no higher than the ratio of the set sizes: skip hopeless pairs before verifying
@@ -221,6 +225,58 @@ class DuplicateIndex:
         return Duplicates(groups=groups, keys=keys, rep=rep, empty=sizes == 0, edges=pairs[keep],
                           similarity=similarity[keep], candidates=len(pairs), bands=self.bands,
                           rows_per_band=self.rows_per_band, shingle_words=self.shingle_words)
+
+
+class _Spill:
+    """The parts of the index that grow with the data, appended to files in a temporary folder and read back
+    memory-mapped: each band's keys (a file per band, so one band is one sequential read) and the shingle sets."""
+
+    def __init__(self, bands: int):
+        import tempfile
+
+        self._dir = tempfile.TemporaryDirectory(prefix="tunewise-dedup-")
+        self.folder = Path(self._dir.name)
+        self._band_files = [open(self.folder / f"band{j}.u64", "wb") for j in range(bands)]
+        self._set_files = {name: open(self.folder / f"{name}.u32", "wb") for name in ("word", "char")}
+
+    def add_bands(self, keys: np.ndarray) -> None:
+        for j, fh in enumerate(self._band_files):
+            fh.write(np.ascontiguousarray(keys[:, j]).tobytes())
+
+    def add_set(self, name: str, data: np.ndarray) -> None:
+        self._set_files[name].write(data.astype(np.uint32).tobytes())
+
+    def _read(self, path: Path, dtype) -> np.ndarray:
+        return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.empty(0, dtype=dtype)
+
+    def band_columns(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Each band's keys of `rows`, one band at a time (a lazy sequence: one column in memory at once)."""
+        return _LazyColumns([self.folder / f"band{j}.u64" for j in range(len(self._band_files))], rows, self._read)
+
+    def set_data(self, name: str) -> np.ndarray:
+        return self._read(self.folder / f"{name}.u32", np.uint32)
+
+    def __enter__(self) -> "_Spill":
+        for fh in [*self._band_files, *self._set_files.values()]:
+            fh.close()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._dir.cleanup()
+
+
+class _LazyColumns:
+    """A sequence of band-key columns for minhash.candidate_pairs, each read from its file when asked for."""
+
+    def __init__(self, paths: list[Path], rows: np.ndarray, read):
+        self.paths, self.rows, self.read = paths, rows, read
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, j: int) -> np.ndarray:
+        column = self.read(self.paths[j], np.uint64)
+        return np.asarray(column[self.rows]) if len(column) else np.empty(0, dtype=np.uint64)
 
 
 def _char_grams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -101,15 +101,17 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def candidate_pairs(keys: np.ndarray, nodes: np.ndarray, max_distance: int = 32) -> np.ndarray:
-    """Pairs of `nodes` that share a key in any band: (m, 2) int64 with the smaller id first, unique.
+def candidate_pairs(keys, nodes: np.ndarray, max_distance: int = 32) -> np.ndarray:
+    """Pairs of `nodes` that share a key in any band: (m, 2) int64 with the smaller id first, unique. `keys`: an
+    (n, bands) array, or a sequence of each band's column (read one at a time).
 
     Within a bucket every pair is produced up to `max_distance` apart in node order; a bucket larger than that
     (dozens of variants of one text) yields each node's `max_distance` nearest neighbours, which still links
     the whole bucket into one cluster once the pairs are verified."""
     found = []
-    for j in range(keys.shape[1]):
-        column = keys[:, j]
+    columns = [keys[:, j] for j in range(keys.shape[1])] if isinstance(keys, np.ndarray) else keys
+    for j in range(len(columns)):
+        column = columns[j]
         order = np.argsort(column, kind="stable")
         sorted_keys = column[order]
         for d in range(1, max_distance + 1):

@@ -11,19 +11,26 @@ data/
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import tempfile
+from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tunewise.artifacts.data import DataSummary, Labels
 from tunewise.artifacts.rows import SPLITS, Example, Row
-from tunewise.data.readers import ExampleChecker, Quarantined, id_prefix, read_labeled_file, read_records
-from tunewise.data.splits import stratified_split
+from tunewise.data.readers import ExampleChecker, Quarantined, RowChecker, Tally, id_prefix, stream_records
+from tunewise.data.splits import held_out_positions
 from tunewise.errors import DataError
 from tunewise.recipe import DataConfig, DataFile, Recipe
-from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.rundir import AtomicJsonlWriter, sha256_file
 from tunewise.tasks import task_for
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -31,59 +38,171 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def prepare_data(recipe: Recipe, out: Path) -> str:
-    """Run the data stage into the folder `out`. Returns a one-line summary."""
+    """Run the data stage into the folder `out`. Returns a one-line summary.
+
+    Bounded memory, whatever the size of the files: each file is read as a stream and its valid rows go to a
+    spool file on disk as they come; in memory the stage keeps per row only a label code and a 64-bit hash of its
+    id (12 bytes), which is all that settling the label set, making ids unique and carving splits need. Quarantined
+    rows go straight to quarantine.jsonl. The splits are then written by streaming the spools once more."""
     cfg = recipe.data
     out = Path(out)
-    if not task_for(recipe).has_labels:  # the readers differ: messages for causal LMs, labelled rows otherwise
-        return _prepare_examples(recipe, out)
-    quarantine: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    has_labels = task_for(recipe).has_labels  # the readers differ: messages for causal LMs, labelled rows otherwise
+    with tempfile.TemporaryDirectory(prefix=".spool-", dir=out) as tmp, \
+            AtomicJsonlWriter(out / QUARANTINE_FILE) as quarantine:
+        spools: dict[str, Spool] = {}
+        labels: list[str] | None = None
+        for name in SPLITS:
+            data_file: DataFile | None = getattr(cfg, name)
+            if data_file is None:
+                continue
+            if has_labels:
+                declared = cfg.labels if name == "train" else labels
+                checker: Any = RowChecker(cfg.text_field, cfg.label_field, list(cfg.slice_fields), declared,
+                                          "declared" if cfg.labels or name == "train" else "train",
+                                          id_prefix(source_name(data_file, name)), text_pair_field=cfg.text_pair_field)
+            else:
+                checker = example_checker(recipe, data_file, name)
+            spools[name] = _spool(source_name(data_file, name), checker, cfg, data_file, name, Path(tmp), quarantine,
+                                  _row_record if has_labels else _example_record)
+            if has_labels and name == "train":
+                labels = cfg.labels or derive_labels(spools["train"].label_names)
+                if len(labels) < 2:
+                    raise DataError(f"{cfg.train.path}: every valid training row has the label '{labels[0]}'; a "
+                                    f"classifier needs at least 2 labels")
+        renamed = {name: spool.rename_repeated_ids() for name, spool in spools.items()}  # before carving
+        route, carved = _carve_missing_splits(spools, cfg, recipe.seed)
+        renamed.update({name: 0 for name in carved})
+        counts = _write_splits(out, spools, route, [*spools, *carved])
+    if labels is not None:
+        Labels(labels=labels, derived=cfg.labels is None).write(out)
+    quarantined = Counter({name: spool.quarantined for name, spool in spools.items()})
+    _summary(cfg, counts, labels, quarantined, carved, renamed).write(out)
+    sizes = " · ".join(f"{name} {sum(counts[name].values()):,}" for name in SPLITS if name in counts)
+    total = sum(quarantined.values())
+    if labels is not None:
+        return f"data: {sizes} rows, {len(labels)} labels, {total:,} quarantined"
+    return f"data: {sizes} examples ({recipe.task}), {total:,} quarantined"
 
-    train, problems = _read(cfg, cfg.train, "train", cfg.labels, "declared")
-    train = train[:cfg.train.max_rows]
-    quarantine += _tagged(problems, "train")
-    labels = cfg.labels or derive_labels(train)
-    if len(labels) < 2:
-        raise DataError(f"{cfg.train.path}: every valid training row has the label '{labels[0]}'; a classifier "
-                        f"needs at least 2 labels")
-    splits: dict[str, list[Row]] = {"train": train}
-    for name in ("validation", "test"):
-        data_file: DataFile | None = getattr(cfg, name)
-        if data_file is not None:
-            splits[name], problems = _read(cfg, data_file, name, labels, "declared" if cfg.labels else "train")
-            splits[name] = splits[name][:data_file.max_rows]
-            quarantine += _tagged(problems, name)
 
-    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}  # before carving: unique per file
-    carved = _carve_missing_splits(splits, cfg, recipe.seed)
-    renamed.update({name: 0 for name in carved})
+class Spool:
+    """One input file's valid records, on disk (one JSON line each, in file order), with what the stage keeps of
+    each in memory: its label and a hash of its id."""
 
-    Labels(labels=labels, derived=cfg.labels is None).write(out)
-    _write_splits(out, splits, _row_record, quarantine, _summary(cfg, splits, labels, quarantine, carved, renamed))
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self.quarantined = 0
+        self._codes = array("i")         # label code per row, in order of first appearance
+        self._id_hashes = array("Q")     # 64-bit hash of each row's id
+        self._code_of: dict[str, int] = {}
+        self.renames: dict[int, str] = {}  # row position -> its new id (a repeated id made unique)
 
-    sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
-    return f"data: {sizes} rows, {len(labels)} labels, {len(quarantine):,} quarantined"
+    @property
+    def label_names(self) -> list[str]:
+        """Labels seen, in order of first appearance."""
+        return list(self._code_of)
+
+    def add(self, label: str, row_id: str) -> None:
+        code = self._code_of.setdefault(label, len(self._code_of))
+        self._codes.append(code)
+        self._id_hashes.append(_id_hash(row_id))
+        self.rows += 1
+
+    def labels(self) -> np.ndarray:
+        """Label code per row, codes ranked by label name (so they sort as the names do)."""
+        if not self.rows:
+            return np.zeros(0, dtype=np.int32)
+        rank = np.argsort(np.argsort(np.array(self.label_names, dtype=object))).astype(np.int32)
+        return rank[np.frombuffer(self._codes, dtype=np.int32)]
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        with open(self.path, encoding="utf-8") as fh:
+            yield from enumerate(fh)
+
+    def rename_repeated_ids(self) -> int:
+        """make_ids_unique over the spool: the same new ids, found without holding the ids. Only rows whose id
+        hash occurs twice are read back (and only their ids kept). Returns how many ids were changed."""
+        if not self.rows:
+            return 0
+        hashes = np.frombuffer(self._id_hashes, dtype=np.uint64)
+        unique = np.sort(hashes)
+        again = unique[1:] == unique[:-1]
+        if not again.any():
+            return 0
+        wanted = set(np.flatnonzero(np.isin(hashes, unique[1:][again])).tolist())  # rows sharing an id hash
+        unique = unique[np.r_[True, ~again]]
+        taken: set[str] = set()
+        suffixes: Counter[str] = Counter()
+
+        def seen(candidate: str) -> bool:  # is it the id of any row of the file?
+            h = np.uint64(_id_hash(candidate))
+            at = np.searchsorted(unique, h)
+            return bool(at < len(unique) and unique[at] == h)
+
+        for position, line in self.lines():
+            if position not in wanted:
+                continue  # an id that occurs once can never be taken by an earlier row or a suffixed id
+            base = json.loads(line)["id"]
+            if base not in taken:
+                taken.add(base)
+                continue
+            candidate = base
+            while candidate in taken or seen(candidate):
+                suffixes[base] += 1
+                candidate = f"{base}#{suffixes[base] + 1}"
+            self.renames[position] = candidate
+            taken.add(candidate)
+        return len(self.renames)
 
 
-def _prepare_examples(recipe: Recipe, out: Path) -> str:
-    """The data stage for generation and chat: every row becomes messages; no label set."""
-    cfg = recipe.data
-    quarantine: list[dict[str, Any]] = []
-    splits: dict[str, list[Any]] = {}
-    for name in SPLITS:
-        data_file: DataFile | None = getattr(cfg, name)
-        if data_file is None:
-            continue
-        splits[name], problems = read_records(source_name(data_file, name), example_checker(recipe, data_file, name),
-                                              fmt=cfg.format, on_error=cfg.on_error,
-                                              max_quarantine_fraction=cfg.max_quarantine_fraction)
-        splits[name] = splits[name][:data_file.max_rows]
-        quarantine += _tagged(problems, name)
-    renamed = {name: make_ids_unique(rows) for name, rows in splits.items()}  # before carving: unique per file
-    carved = _carve_missing_splits(splits, cfg, recipe.seed)
-    renamed.update({name: 0 for name in carved})
-    _write_splits(out, splits, _example_record, quarantine, _summary(cfg, splits, None, quarantine, carved, renamed))
-    sizes = " · ".join(f"{name} {len(splits[name]):,}" for name in SPLITS if name in splits)
-    return f"data: {sizes} examples ({recipe.task}), {len(quarantine):,} quarantined"
+def _id_hash(row_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(row_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+
+
+def _spool(source: str, checker: Any, cfg: DataConfig, data_file: DataFile, split: str, folder: Path,
+           quarantine: AtomicJsonlWriter, record) -> Spool:
+    """Stream one file: valid rows (the first data.<split>.max_rows of them) to a spool, bad ones to quarantine."""
+    spool = Spool(folder / f"{split}.jsonl")
+    tally = Tally(source, cfg.max_quarantine_fraction)
+    limit = data_file.max_rows
+    with open(spool.path, "w", encoding="utf-8") as fh:
+        for item in stream_records(source, checker, fmt=cfg.format, on_error=cfg.on_error):
+            tally.count(item)
+            if isinstance(item, Quarantined):
+                quarantine.write({**asdict(item), "split": split})
+                spool.quarantined += 1
+            elif limit is None or spool.rows < limit:
+                fh.write(json.dumps(record(item), ensure_ascii=False) + "\n")
+                spool.add(item.label, item.id)
+    tally.check()
+    return spool
+
+
+def _write_splits(out: Path, spools: dict[str, Spool], train_route: np.ndarray | None,
+                  names: list[str]) -> dict[str, Counter]:
+    """Stream the spools into data/<split>.jsonl, ids renamed, each train row to the split `train_route` gives it
+    (an index into SPLITS; None: all stay in train). Returns the rows per label of each split written."""
+    written = [name for name in SPLITS if name in names]
+    counts: dict[str, Counter] = {name: Counter() for name in written}
+    writers = {name: AtomicJsonlWriter(out / f"{name}.jsonl") for name in written}
+    try:
+        for name, spool in spools.items():
+            route = train_route if name == "train" else None
+            for position, line in spool.lines():
+                record = json.loads(line)
+                if position in spool.renames:
+                    record["id"] = spool.renames[position]
+                target = SPLITS[route[position]] if route is not None else name
+                writers[target].write(record)
+                counts[target][record.get("label", "")] += 1
+    except BaseException as exc:
+        for writer in writers.values():
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    for writer in writers.values():
+        writer.__exit__(None, None, None)
+    return counts
 
 
 def example_checker(recipe: Recipe, data_file: DataFile, split: str) -> ExampleChecker:
@@ -96,15 +215,6 @@ def example_checker(recipe: Recipe, data_file: DataFile, split: str) -> ExampleC
         slice_fields=cfg.slice_fields, id_prefix=id_prefix(source_name(data_file, split)))
 
 
-def _write_splits(out: Path, splits: dict[str, list[Any]], record, quarantine: list[dict[str, Any]],
-                  summary: DataSummary) -> None:
-    for name in SPLITS:
-        if name in splits:
-            atomic_write_jsonl(out / f"{name}.jsonl", (record(row) for row in splits[name]))
-    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
-    summary.write(out)
-
-
 def _example_record(ex: Example) -> dict[str, Any]:
     return {"id": ex.id, "messages": ex.messages, "meta": ex.meta, "origin": ex.origin, "references": ex.references}
 
@@ -115,9 +225,10 @@ def data_files(recipe: Recipe) -> list[Path]:
     return [Path(f.path) for f in files if f is not None and not f.path.startswith("hf:")]
 
 
-def derive_labels(rows: list[Row]) -> list[str]:
-    """Sorted unique labels: numerically when every label is an integer ("2" before "10"), else as strings."""
-    unique = set(row.label for row in rows)
+def derive_labels(rows: Iterable[Row] | Iterable[str]) -> list[str]:
+    """Sorted unique labels (of rows, or label names): numerically when every label is an integer ("2" before
+    "10"), else as strings."""
+    unique = set(row if isinstance(row, str) else row.label for row in rows)
     if unique and all(_INTEGER.fullmatch(label) for label in unique):
         return sorted(unique, key=lambda label: (int(label), label))
     return sorted(unique)
@@ -149,14 +260,6 @@ def make_ids_unique(rows: list[Row]) -> int:
 # ---------------------------------------------------------------- helpers
 
 
-def _read(cfg: DataConfig, data_file: DataFile, split: str, labels: list[str] | None,
-          labels_from: str) -> tuple[list[Row], list[Quarantined]]:
-    return read_labeled_file(
-        source_name(data_file, split), fmt=cfg.format, text_field=cfg.text_field, label_field=cfg.label_field,
-        text_pair_field=cfg.text_pair_field, slice_fields=cfg.slice_fields, labels=labels, on_error=cfg.on_error,
-        max_quarantine_fraction=cfg.max_quarantine_fraction, labels_from=labels_from)  # type: ignore[arg-type]
-
-
 def source_name(data_file: DataFile, split: str) -> str:
     """`hf:NAME` without a split reads the split of the same name as the slot it fills."""
     path = data_file.path
@@ -165,26 +268,31 @@ def source_name(data_file: DataFile, split: str) -> str:
     return path
 
 
-def _tagged(problems: list[Quarantined], split: str) -> list[dict[str, Any]]:
-    return [{**asdict(q), "split": split} for q in problems]
-
-
-def _carve_missing_splits(splits: dict[str, list[Row]], cfg: DataConfig, seed: int) -> dict[str, dict[str, Any]]:
-    """Carve test (then validation) out of train when no file was given. Returns what was carved, for the summary."""
+def _carve_missing_splits(spools: dict[str, Spool], cfg: DataConfig,
+                          seed: int) -> tuple[np.ndarray | None, dict[str, dict[str, Any]]]:
+    """Carve test (then validation) out of train when no file was given, from the train labels alone. Returns
+    (the split of each train row as an index into SPLITS, or None when nothing was carved; what was carved)."""
     carved: dict[str, dict[str, Any]] = {}
+    train = spools["train"]
+    labels = train.labels()
+    remaining = np.arange(train.rows)  # train rows still in train
+    route = np.zeros(train.rows, dtype=np.int8)  # index into SPLITS; 0: train
     wanted = [("test", cfg.test_fraction)]
     if cfg.validation_fraction > 0:
         wanted.append(("validation", cfg.validation_fraction))
     for name, fraction in wanted:
-        if name in splits:
+        if name in spools:
             continue
-        rest, held = stratified_split(splits["train"], fraction, seed)
-        if not held or not rest:
-            raise DataError(f"{cfg.train.path}: {len(splits['train']):,} valid training rows are too few to carve a "
+        held = remaining[held_out_positions(labels[remaining], fraction, seed)]
+        if not len(held) or len(held) == len(remaining):
+            raise DataError(f"{cfg.train.path}: {len(remaining):,} valid training rows are too few to carve a "
                             f"{name} split of data.{name}_fraction={fraction}; give data.{name} a file or add rows")
-        splits["train"], splits[name] = rest, held
+        route[held] = SPLITS.index(name)
+        keep = np.ones(len(remaining), dtype=bool)
+        keep[np.searchsorted(remaining, held)] = False
+        remaining = remaining[keep]
         carved[name] = {"from": "train", "fraction": fraction, "seed": seed, "rows": len(held)}
-    return carved
+    return (route if carved else None), carved
 
 
 def _row_record(row: Row) -> dict[str, Any]:
@@ -194,20 +302,18 @@ def _row_record(row: Row) -> dict[str, Any]:
     return record
 
 
-def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | None, quarantine: list[dict[str, Any]],
+def _summary(cfg: DataConfig, counts: dict[str, Counter], labels: list[str] | None, quarantined: Counter,
              carved: dict[str, dict[str, Any]], renamed: dict[str, int]) -> DataSummary:
     files = {name: _file_facts(f) for name in SPLITS if (f := getattr(cfg, name)) is not None}
-    quarantined = Counter(q["split"] for q in quarantine)
     per_split = {}
     for name in SPLITS:
-        if name not in splits:
+        if name not in counts:
             continue
         source = "train" if name in carved else name
-        counts = Counter(row.label for row in splits[name])
         per_split[name] = {
-            "rows": len(splits[name]),
+            "rows": sum(counts[name].values()),
             "quarantined": quarantined[name],
-            "label_counts": {label: counts[label] for label in labels} if labels is not None else None,
+            "label_counts": {label: counts[name][label] for label in labels} if labels is not None else None,
             "duplicate_ids_renamed": renamed[name],
             "source_file": files[source]["path"],
             "sha256": files[source]["sha256"],
@@ -220,7 +326,7 @@ def _summary(cfg: DataConfig, splits: dict[str, list[Any]], labels: list[str] | 
         labels={"count": len(labels), "derived": cfg.labels is None} if labels is not None else None,
         on_error=cfg.on_error,
         max_quarantine_fraction=cfg.max_quarantine_fraction,
-        quarantined_total=len(quarantine),
+        quarantined_total=sum(quarantined.values()),
     )
 
 

@@ -7,6 +7,9 @@ column for the text) always raise.
 
 Line numbers are physical, 1-based lines of the file (the line where a CSV record starts; the header is line 1).
 Parquet files and `hf:` datasets have no lines: there the number is the 1-based row number.
+
+Files are read as a stream (a line, a CSV record or a Parquet row batch at a time; `hf:` datasets are memory-mapped
+Arrow), so `stream_records` holds one record at a time whatever the file's size; `read_records` collects them.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ RAW_LIMIT = 500
 MAX_LISTED_LABELS = 20
 PROBLEMS_SHOWN = 3
 UTF8_BOM = b"\xef\xbb\xbf"
+PARQUET_BATCH = 8192
 FAIL_HINT = " (set data.on_error=quarantine to set bad rows aside instead)"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -87,36 +91,65 @@ def read_records(path: str | Path, checker: Any, *, fmt: str = "auto", on_error:
                  max_quarantine_fraction: float = 0.05) -> tuple[list[Any], list[Quarantined]]:
     """Read one file with any checker (RowChecker, ExampleChecker): its `make_row` builds each record or raises
     BadRow. Returns (records, quarantined) under the same rules as read_labeled_file."""
+    rows: list[Any] = []
+    quarantined: list[Quarantined] = []
+    tally = Tally(str(path), max_quarantine_fraction)
+    for item in stream_records(path, checker, fmt=fmt, on_error=on_error):
+        (quarantined if isinstance(item, Quarantined) else rows).append(item)
+        tally.count(item)
+    tally.check()
+    return rows, quarantined
+
+
+def stream_records(path: str | Path, checker: Any, *, fmt: str = "auto",
+                   on_error: Literal["fail", "quarantine"] = "fail") -> Iterator[Any]:
+    """Each record of one file in file order: what `checker.make_row` built, or a Quarantined record for a bad row
+    (on_error="fail" raises DataError at the first instead). Holds one record at a time; the caller counts them
+    with a Tally and calls its `check()` at the end (the share-quarantined and no-valid-row rules)."""
     if on_error not in ("fail", "quarantine"):
         raise ValueError(f"on_error must be 'fail' or 'quarantine', not {on_error!r}")
     name = str(path)
-    rows: list[Any] = []
-    quarantined: list[Quarantined] = []
     for line, values, raw in _records(name, fmt, checker):
         try:
             if isinstance(values, BadRow):
                 raise values
-            rows.append(checker.make_row(values, line, f"{name}:{line}"))
+            yield checker.make_row(values, line, f"{name}:{line}")
         except BadRow as bad:
             problem = Quarantined(name, line, bad.field, bad.reason, _render_raw(raw)[:RAW_LIMIT])
             if on_error == "fail":
                 raise DataError(problem.message + FAIL_HINT) from None
-            quarantined.append(problem)
-    _check_totals(name, len(rows), quarantined, max_quarantine_fraction)
-    return rows, quarantined
+            yield problem
 
 
-def _check_totals(name: str, good: int, quarantined: list[Quarantined], max_fraction: float) -> None:
-    total = good + len(quarantined)
-    if total == 0:
-        raise DataError(f"{name}: the file has no data rows; expected at least one labeled row")
-    first = "\n  - ".join(q.message for q in quarantined[:PROBLEMS_SHOWN])
-    if len(quarantined) / total > max_fraction:
-        raise DataError(f"{name}: {len(quarantined):,} of {total:,} rows ({len(quarantined) / total:.1%}) were "
-                        f"quarantined, more than data.max_quarantine_fraction={max_fraction}; "
-                        f"first problems:\n  - {first}")
-    if good == 0:
-        raise DataError(f"{name}: none of its {total:,} rows is valid; first problems:\n  - {first}")
+class Tally:
+    """Counts one file's good and quarantined records as they stream by (keeping only the first few problems),
+    and applies the file-level rules at the end: no data rows, too large a share quarantined, no valid row."""
+
+    def __init__(self, name: str, max_fraction: float):
+        self.name, self.max_fraction = name, max_fraction
+        self.good = 0
+        self.bad = 0
+        self.first: list[Quarantined] = []
+
+    def count(self, item: Any) -> None:
+        if isinstance(item, Quarantined):
+            self.bad += 1
+            if len(self.first) < PROBLEMS_SHOWN:
+                self.first.append(item)
+        else:
+            self.good += 1
+
+    def check(self) -> None:
+        name, total = self.name, self.good + self.bad
+        if total == 0:
+            raise DataError(f"{name}: the file has no data rows; expected at least one labeled row")
+        first = "\n  - ".join(q.message for q in self.first)
+        if self.bad / total > self.max_fraction:
+            raise DataError(f"{name}: {self.bad:,} of {total:,} rows ({self.bad / total:.1%}) were "
+                            f"quarantined, more than data.max_quarantine_fraction={self.max_fraction}; "
+                            f"first problems:\n  - {first}")
+        if self.good == 0:
+            raise DataError(f"{name}: none of its {total:,} rows is valid; first problems:\n  - {first}")
 
 
 def id_prefix(name: str) -> str:
@@ -416,15 +449,15 @@ def _records(name: str, fmt: str, checker: RowChecker) -> Iterator[Record]:
         raise DataError(f"{name}: the file is empty (0 bytes); expected labeled rows")
     if fmt == "parquet":
         return _parquet_records(name, checker)
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", Notepad's "Unicode"
+    with open(path, "rb") as fh:
+        head = fh.read(3)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Excel's "Unicode text", Notepad's "Unicode"
         raise DataError(f"{name}: the file is UTF-16 encoded (it starts with a UTF-16 byte order mark); expected "
                         f"UTF-8: re-save it as UTF-8 (in Excel: 'CSV UTF-8')")
-    if data.startswith(UTF8_BOM):  # written by Excel and Notepad; not part of the first field
-        data = data[len(UTF8_BOM):]
+    skip = len(UTF8_BOM) if head == UTF8_BOM else 0  # written by Excel and Notepad; not part of the first field
     if fmt == "jsonl":
-        return _jsonl_records(data)
-    return _csv_records(data, "," if fmt == "csv" else "\t", name, checker)
+        return _jsonl_records(path, skip)
+    return _csv_records(path, skip, "," if fmt == "csv" else "\t", name, checker)
 
 
 def _resolve_format(path: Path, fmt: str) -> str:
@@ -443,9 +476,17 @@ def _resolve_format(path: Path, fmt: str) -> str:
 # ---------------------------------------------------------------- JSON Lines
 
 
-def _jsonl_records(data: bytes) -> Iterator[Record]:
-    # Split the bytes ourselves: str.splitlines would also break at U+2028 and friends, which JSON allows in strings.
-    for number, line_bytes in enumerate(data.split(b"\n"), start=1):
+def _jsonl_records(path: Path, skip: int) -> Iterator[Record]:
+    # Binary lines end at b"\n" only: str.splitlines would also break at U+2028 and friends, which JSON allows.
+    with open(path, "rb") as fh:
+        fh.seek(skip)
+        yield from _jsonl_lines(fh)
+
+
+def _jsonl_lines(lines: Iterable[bytes]) -> Iterator[Record]:
+    for number, line_bytes in enumerate(lines, start=1):
+        if line_bytes.endswith(b"\n"):
+            line_bytes = line_bytes[:-1]
         if line_bytes.endswith(b"\r"):
             line_bytes = line_bytes[:-1]
         if not line_bytes.strip():
@@ -502,26 +543,55 @@ def _json_reason(exc: json.JSONDecodeError, number: int, line: str) -> str:
 # ---------------------------------------------------------------- CSV and TSV
 
 
-def _csv_records(data: bytes, delimiter: str, name: str, checker: RowChecker) -> Iterator[Record]:
-    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad row does not sink the whole file
-    text = data.decode("utf-8", errors="surrogateescape")
-    lines = io.StringIO(text, newline="").readlines()  # physical lines, split the way the csv module splits them
+class _RecentLines:
+    """The file's physical lines, one at a time, for csv.reader; keeps the lines of the record being read (and
+    any after the last one dropped) so a bad row can be shown as its raw text."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.first = 1  # line number of self.kept[0]
+        self.kept: list[str] = []
+
+    def __iter__(self):
+        for line in self._fh:
+            self.kept.append(line)
+            yield line
+
+    def raw(self, start: int, end: int) -> str:
+        return "".join(self.kept[start - self.first:end - self.first + 1]).rstrip("\r\n")
+
+    def drop_before(self, line: int) -> None:
+        del self.kept[:max(0, line - self.first)]
+        self.first = max(self.first, line)
+
+
+def _csv_records(path: Path, skip: int, delimiter: str, name: str, checker: RowChecker) -> Iterator[Record]:
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad row does not sink the whole file;
+    # newline="" splits physical lines the way the csv module splits them
+    with open(path, "rb") as raw_fh:
+        raw_fh.seek(skip)
+        with io.TextIOWrapper(raw_fh, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+            yield from _csv_rows(_RecentLines(fh), delimiter, name, checker)
+
+
+def _csv_rows(lines: _RecentLines, delimiter: str, name: str, checker: RowChecker) -> Iterator[Record]:
     reader = csv.reader(lines, delimiter=delimiter)
     _allow_long_fields()
     header: list[str] | None = None
     while True:
         start = reader.line_num + 1
+        lines.drop_before(start)
         try:
             cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raw = _raw_lines(lines, start, reader.line_num)
+            raw = lines.raw(start, reader.line_num)
             yield start, BadRow(f"cannot be parsed as {_format_name(delimiter)} ({exc}); expected a well-formed row"), raw
             continue
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue  # blank line
-        raw = _raw_lines(lines, start, reader.line_num)
+        raw = lines.raw(start, reader.line_num)
         if header is None:
             header = _check_header(cells, name, start, delimiter, checker)
             continue
@@ -595,9 +665,6 @@ def _first_surrogate(cells: list[str]) -> int | None:
     return next((i for i, cell in enumerate(cells) if _SURROGATE.search(cell)), None)
 
 
-def _raw_lines(lines: list[str], start: int, end: int) -> str:
-    return "".join(lines[start - 1:end]).rstrip("\r\n")
-
 def _allow_long_fields() -> None:
     # The csv default (128 KiB per field) would reject long documents; allow up to 1 GiB.
     if csv.field_size_limit() < 1 << 30:
@@ -619,17 +686,21 @@ def _parquet_records(name: str, checker: RowChecker) -> Iterator[Record]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def unreadable(exc: Exception) -> DataError:
+        return DataError(f"{name}: not a readable Parquet file ({exc}); expected a Parquet file "
+                         f"(or give the right extension / data.format)")
+
     try:
-        schema = pq.read_schema(name)
-        columns = _present_columns(schema.names, name, checker, "Parquet file")
-        table = pq.read_table(name, columns=columns)
+        parquet = pq.ParquetFile(name)
+        columns = _present_columns(parquet.schema_arrow.names, name, checker, "Parquet file")
+        batches = parquet.iter_batches(batch_size=PARQUET_BATCH, columns=columns)  # one row batch in memory
+        number = 0
+        for batch in batches:
+            for values in batch.to_pylist():
+                number += 1
+                yield number, values, values
     except (pa.ArrowException, OSError) as exc:
-        raise DataError(f"{name}: not a readable Parquet file ({exc}); expected a Parquet file "
-                        f"(or give the right extension / data.format)") from None
-    values_by_column = {column: table.column(column).to_pylist() for column in columns}
-    for i in range(table.num_rows):
-        values = {column: values[i] for column, values in values_by_column.items()}
-        yield i + 1, values, values
+        raise unreadable(exc) from None
 
 
 def _hf_records(name: str, checker: RowChecker) -> Iterator[Record]:

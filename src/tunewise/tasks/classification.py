@@ -57,6 +57,36 @@ def encode(tokenizer, texts: Sequence[str], label_ids: Sequence[int] | None, max
     return Dataset.from_dict(columns), truncated
 
 
+def encode_rows_dataset(tokenizer, rows: Dataset, labels: Sequence[str], max_length: int,
+                        cache_file: Path) -> tuple[Dataset, int]:
+    """`encode` for a memory-mapped rows dataset (artifacts.rows.rows_dataset): tokenised a batch at a time into
+    the Arrow file `cache_file`, so the token ids of a split larger than memory stay on disk too. Returns the
+    dataset (input_ids, attention_mask, length, labels) and how many texts were truncated."""
+    import datasets
+
+    index = {label: i for i, label in enumerate(labels)}
+
+    def encode_batch(batch):
+        pairs = batch["text_pair"] if any(p is not None for p in batch["text_pair"]) else None
+        full = tokenizer(batch["text"], pairs, truncation=False, add_special_tokens=True)["input_ids"]
+        enc = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
+        out = {key: enc[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in enc}
+        return {**out, "length": [len(ids) for ids in enc["input_ids"]], "labels": [index[y] for y in batch["label"]],
+                "truncated": [len(ids) > max_length for ids in full]}
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        encoded = rows.map(encode_batch, batched=True, batch_size=1000, remove_columns=rows.column_names,
+                           cache_file_name=str(cache_file), load_from_cache_file=False)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+    truncated = sum(sum(batch["truncated"]) for batch in encoded.select_columns(["truncated"]).iter(batch_size=10_000))
+    return encoded.remove_columns("truncated"), truncated
+
+
 def trainer_metrics(eval_pred) -> dict[str, float]:
     """Validation metrics for the Trainer; scored against the label_ids it returns, never the dataset's order."""
     logits, label_ids = eval_pred.predictions, eval_pred.label_ids

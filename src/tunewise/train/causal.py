@@ -24,7 +24,7 @@ from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import IGNORE, as_features, mask_segments, pack
 from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
-                                   resumable_sampling, stage_callbacks, training_arguments)
+                                   resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -80,7 +80,7 @@ def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=Non
 def _trainer_class():
     from transformers import Trainer
 
-    class TrainedTokensTrainer(rank_zero_trainer(resumable_sampling(Trainer))):
+    class TrainedTokensTrainer(rank_zero_trainer(resumable_trainer(Trainer))):
         """Trainer whose loss projects only the trained positions onto the vocabulary (see trained_positions_loss)."""
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -2,7 +2,8 @@
 
 Reads data/ (train, validation, labels); writes model/:
   config.json, model.safetensors, tokenizer files   the best model, loadable by plain transformers
-  checkpoints/checkpoint-N/                          Trainer checkpoints (for --resume)
+  checkpoints/checkpoint-N/                          Trainer checkpoints (for --resume), each renamed into place whole
+  arrow/                                             the splits as memory-mapped Arrow while training (then removed)
   tensorboard/                                       TensorBoard event files
   train_log.jsonl                                    every logged step and validation result
   train_summary.json                                 throughput, precision, best checkpoint
@@ -11,32 +12,59 @@ Reads data/ (train, validation, labels); writes model/:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from tunewise.artifacts.rows import load_labels
+from tunewise.artifacts.rows import load_labels, rows_dataset
 from tunewise.artifacts.train import ClassifierTrainSummary
 from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
-from tunewise.tasks.classification import trainer_metrics
+from tunewise.tasks.classification import encode_rows_dataset, trainer_metrics
 from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
-                                   resumable_sampling, stage_callbacks, training_arguments)
+                                   resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
 
 def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False,
                      world: World = World(), threads: ThreadPlan | None = None) -> str:
     """Train and (rank 0 only, with several processes) write model/; returns the stage message."""
+    with ExitStack() as stack:
+        return _train(stack, recipe, base, data_dir, out, resume=resume, world=world, threads=threads)
+
+
+def _arrow_cache(out: Path, world: World):
+    if world.is_main:
+        return _removed_after(out / "arrow")
+    return tempfile.TemporaryDirectory(prefix="tunewise-arrow-")
+
+
+@contextmanager
+def _removed_after(folder: Path):
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield str(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _encoded(tokenizer, data_dir: Path, split: str, labels: list[str], recipe: Recipe, cache: str):
+    rows = rows_dataset(data_dir, split, Path(cache) / "rows")
+    return encode_rows_dataset(tokenizer, rows, labels, recipe.model.max_length, Path(cache) / f"{split}.arrow")
+
+
+def _train(stack: ExitStack, recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool,
+           world: World, threads: ThreadPlan | None) -> str:
     from transformers import Trainer, set_seed
 
     cfg = recipe.train
     task = task_for(recipe)
     labels = load_labels(data_dir)
-    train_rows = task.read_split(data_dir, "train")
-    val_rows = task.read_split(data_dir, "validation") if (data_dir / "validation.jsonl").exists() else []
     placement = choose_placement(cfg.device, cfg.precision)
 
     set_seed(recipe.seed)
@@ -47,10 +75,14 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     # all processes and multiplies it by the number of processes; its loss is a per-batch mean, so with 2 processes
     # the logged loss (and the gradient) came out doubled. Say that it takes no such count.
     model.accepts_loss_kwargs = False
-    train_ds, train_truncated = task.encode(tokenizer, train_rows, recipe, split="train", labels=labels)
+    # the splits are read as memory-mapped Arrow, a batch at a time, and tokenised into Arrow files: a training set
+    # larger than memory stays on disk (rank 0 keeps them in model/arrow/, removed after training; the other
+    # ranks, which write nothing in the run, in a temporary folder)
+    arrow = stack.enter_context(_arrow_cache(out, world))
+    train_ds, train_truncated = _encoded(tokenizer, data_dir, "train", labels, recipe, arrow)
     val_ds = None
-    if val_rows:
-        val_ds, _ = task.encode(tokenizer, val_rows, recipe, split="validation", labels=labels)
+    if (data_dir / "validation.jsonl").exists():
+        val_ds, _ = _encoded(tokenizer, data_dir, "validation", labels, recipe, arrow)
 
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
@@ -61,7 +93,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
                               eval_batch_size=cfg.eval_batch_size, max_logging_steps=50,
                               group_by_length=cfg.group_by_length, save_only_model=False, world=world)
     callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None, world)
-    trainer = rank_zero_trainer(resumable_sampling(Trainer))(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+    trainer = rank_zero_trainer(resumable_trainer(Trainer))(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=task.collator(tokenizer),
                       processing_class=tokenizer, compute_metrics=trainer_metrics, callbacks=callbacks)
     t0 = time.perf_counter()
@@ -94,7 +126,7 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
                         if state.best_metric is not None else None),
         "early_stopped": bool(val_ds is not None and state.epoch is not None and state.epoch < cfg.epochs - 1e-6),
         "train_examples": len(train_ds),
-        "validation_examples": len(val_rows),
+        "validation_examples": len(val_ds) if val_ds is not None else 0,
         "truncated_train_examples": train_truncated,
         "train_seconds": round(wall, 2),
         "eval_seconds_during_training": round(timer.eval_seconds, 2),

@@ -1,9 +1,11 @@
-"""What both train stages share: the Trainer arguments every run gets, checkpoint discovery for --resume, and the
-callbacks that log each step to train_log.jsonl, keep evaluation time out of throughput, and stop early."""
+"""What both train stages share: the Trainer arguments every run gets, checkpoints written atomically and found
+again for --resume, and the callbacks that log each step to train_log.jsonl, keep evaluation time out of
+throughput, and stop early."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -110,11 +112,17 @@ def checkpoint_problem(folder: Path) -> str | None:
 
 def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
     """Newest checkpoint that was fully written; newer ones that a kill, a full disk or a damaged copy left
-    incomplete are skipped (with a warning naming what is wrong) in favour of the one before."""
+    incomplete are skipped (with a warning naming what is wrong) in favour of the one before. Staging folders a
+    killed save left behind (see atomic_checkpoints) are removed first."""
     import logging
 
     if not ckpt_dir.is_dir():
         return None
+    for staging in ckpt_dir.glob(f"{STAGING_PREFIX}*"):
+        if int(os.environ.get("RANK", "0")) == 0:  # only rank 0 writes in the run directory
+            logging.getLogger("tunewise.train").warning("removing %s, a checkpoint whose save never finished",
+                                                        staging)
+            shutil.rmtree(staging, ignore_errors=True)
     candidates = sorted((p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and p.is_dir()),
                         key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for folder in candidates:
@@ -123,6 +131,84 @@ def last_complete_checkpoint(ckpt_dir: Path) -> str | None:
             return str(folder)
         logging.getLogger("tunewise.train").warning("skipping incomplete checkpoint %s: %s", folder, problem)
     return None
+
+
+STAGING_PREFIX = ".tmp-checkpoint-"  # where a checkpoint is written before it is renamed into place
+
+
+def resumable_trainer(trainer_cls):
+    """`trainer_cls` whose checkpoints are written atomically and whose batches a resumed run replays."""
+    return atomic_checkpoints(resumable_sampling(trainer_cls))
+
+
+def atomic_checkpoints(trainer_cls):
+    """`trainer_cls` that writes each checkpoint whole or not at all. transformers 5 writes checkpoint-N in place
+    (weights, optimizer, scheduler, RNG state, trainer_state.json), so a kill or a full disk mid-save leaves a
+    folder that looks like a checkpoint. Here the Trainer's own save runs into
+    `.tmp-checkpoint-N/checkpoint-N` (by pointing `_get_output_dir` there for the duration of the save); process 0
+    then fsyncs every file, renames the folder to `checkpoint-N` and fsyncs the parent, and rotates
+    (save_total_limit) over the real folder. A kill at any moment leaves the previous checkpoints and either a
+    complete checkpoint-N or a staging folder, which `last_complete_checkpoint` removes at resume."""
+
+    class AtomicCheckpoints(trainer_cls):
+        _staging_dir: str | None = None
+
+        def _get_output_dir(self, trial):
+            return self._staging_dir or super()._get_output_dir(trial)
+
+        def _save_checkpoint(self, model, trial) -> None:
+            from transformers.trainer_utils import rotate_checkpoints
+
+            run_dir = Path(super()._get_output_dir(trial))
+            step = self.state.global_step
+            staging, final = run_dir / f"{STAGING_PREFIX}{step}", run_dir / f"checkpoint-{step}"
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)  # left by a save killed at this very step
+            self._staging_dir = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)  # writes staging/checkpoint-N; its rotation sees only that
+            finally:
+                self._staging_dir = None
+            best = self.state.best_global_step
+            if best:  # the Trainer named the best checkpoint by where it was written: name it by where it will be
+                best_dir = run_dir / f"checkpoint-{best}"
+                if best == step or best_dir.is_dir():
+                    self.state.best_model_checkpoint = str(best_dir)
+            if self.args.should_save:
+                written = staging / final.name
+                self.state.save_to_json(str(written / "trainer_state.json"))  # with the corrected best path
+                fsync_tree(written)
+                if final.exists():  # the same step saved again (a rerun after a resume): the new one wins
+                    shutil.rmtree(final)
+                os.replace(written, final)
+                fsync_dir(run_dir)
+                shutil.rmtree(staging, ignore_errors=True)
+                rotate_checkpoints(str(run_dir), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            if self.args.world_size > 1:  # the others may read checkpoint-N (the best model at the end)
+                self.accelerator.wait_for_everyone()
+
+    return AtomicCheckpoints
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(root))
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def resumable_sampling(trainer_cls):

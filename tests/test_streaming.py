@@ -1,0 +1,171 @@
+"""Data larger than memory: the data stage streams its input, so the memory it uses beyond its fixed start-up
+cost stays far below the size of the data (checked under a hard RLIMIT_AS cap in a subprocess); the training data
+is read back as a memory-mapped Arrow table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import BANKING77, subprocess_env
+
+DATA_MB = 16  # the file under the cap; bench/streaming.py measures larger ones
+
+CAPPED_DATA_STAGE = r'''
+import json, resource, sys
+from pathlib import Path
+
+from tunewise.data.prepare import prepare_data
+from tunewise.recipe import load_recipe
+
+def peak_kib():  # the most address space this process has held so far (VmPeak)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmPeak:"):
+            return int(line.split()[1])
+
+small, big, allowance = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+prepare_data(load_recipe(small), small.parent / "small-out")  # the same code paths and imports, on 1,000 rows
+start_up = peak_kib() * 1024
+cap = start_up + allowance
+resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+message = prepare_data(load_recipe(big), big.parent / "big-out")
+try:  # the control: under the same cap, holding the file's lines in memory fails
+    lines = Path(load_recipe(big).data.train.path).read_text(encoding="utf-8").splitlines()
+    holds = True
+except MemoryError:
+    holds = False
+print(json.dumps({"message": message, "start_up": start_up, "cap": cap, "peak": peak_kib() * 1024,
+                  "whole_file_fits": holds}))
+'''
+
+
+def varied_banking77(path: Path, megabytes: float, seed: int = 0) -> dict[str, int]:
+    """Real banking77 rows, repeated with their own ids and a few words of other rows appended (so no two rows
+    are the same text), and one malformed line in 1,000; returns the row counts written."""
+    with open(BANKING77 / "train.csv", encoding="utf-8", newline="") as fh:
+        rows = [(r["text"], r["category"]) for r in csv.DictReader(fh)]
+    rng = random.Random(seed)
+    vocabulary = [w for text, _ in rows[:3000] for w in text.split()]
+    size, n, bad = 0, 0, 0
+    target = int(megabytes * 2**20)
+    with open(path, "w", encoding="utf-8") as fh:
+        while size < target:
+            if n % 1000 == 999:
+                line = '{"id": "broken", "text": \n'
+                bad += 1
+            else:
+                text, label = rows[n % len(rows)]
+                extra = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(4, 16)))
+                line = json.dumps({"id": f"b77-{n}", "text": f"{text} {extra}", "label": label}) + "\n"
+            fh.write(line)
+            size += len(line.encode("utf-8"))
+            n += 1
+    return {"lines": n, "bad": bad}
+
+
+def data_recipe(folder: Path, name: str, train: Path) -> Path:
+    recipe = {"name": name, "output_dir": str(folder / "runs"), "model": {"base": "minilm"},
+              "data": {"train": {"path": str(train), "license": "CC-BY-4.0"}, "on_error": "quarantine",
+                       "validation_fraction": 0.05, "test_fraction": 0.05}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    return path
+
+
+def test_the_data_stage_runs_in_far_less_memory_than_its_data(tmp_path):
+    """16 MiB of JSONL through the whole data stage (read, validate, quarantine, derive labels, make ids unique,
+    carve validation and test stratified, write) with the process's address space capped at what the same stage
+    needed for 1,000 rows plus half the data's size; reading the file into memory under that cap fails.
+    Every row is accounted for: rows in = rows kept + rows quarantined."""
+    if not BANKING77.is_dir():
+        pytest.skip("shared banking77 data not found")
+    big = tmp_path / "big.jsonl"
+    written = varied_banking77(big, DATA_MB)
+    small = tmp_path / "small.jsonl"
+    with open(big, encoding="utf-8") as src:
+        small.write_text("".join(next(src) for _ in range(1000)), encoding="utf-8")
+    allowance = big.stat().st_size // 2  # half the data, on top of what 1,000 rows needed
+    proc = subprocess.run([sys.executable, "-c", CAPPED_DATA_STAGE, str(data_recipe(tmp_path, "small", small)),
+                           str(data_recipe(tmp_path, "big", big)), str(allowance)],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not result["whole_file_fits"], result  # the cap binds: the file as lines does not fit under it
+    assert result["cap"] - result["start_up"] <= big.stat().st_size / 2
+
+    out = tmp_path / "big-out"
+    summary = json.loads((out / "summary.json").read_text())
+    kept = sum(split["rows"] for split in summary["splits"].values())
+    assert summary["quarantined_total"] == written["bad"] > 0
+    assert kept + summary["quarantined_total"] == written["lines"]
+    lines = {name: sum(1 for _ in open(out / f"{name}.jsonl", encoding="utf-8")) for name in summary["splits"]}
+    assert lines == {name: split["rows"] for name, split in summary["splits"].items()}
+    assert sum(1 for _ in open(out / "quarantine.jsonl", encoding="utf-8")) == written["bad"]
+    print(f"{big.stat().st_size / 2**20:.1f} MiB of data, {written['lines']:,} lines; start-up "
+          f"{result['start_up'] / 2**20:.0f} MiB of address space, cap {result['cap'] / 2**20:.0f} MiB, "
+          f"peak {result['peak'] / 2**20:.0f} MiB")
+
+
+def test_the_carved_split_is_sklearns_stratified_split_exactly():
+    """The data stage carves splits without sklearn (whose split holds Python lists), drawing the same random
+    numbers: the same held-out rows as `train_test_split(..., stratify=labels)` (or its plain shuffle where
+    stratifying is impossible), over many label mixes, fractions and seeds."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from tunewise.data.splits import stratified_held_out
+
+    rng = np.random.default_rng(0)
+    for trial in range(150):
+        n = int(rng.integers(4, 400))
+        classes = int(rng.integers(1, 30))
+        labels = np.sort(rng.zipf(1.5, n) % classes) if trial % 3 == 0 else rng.integers(0, classes, n)
+        indices = np.sort(rng.choice(10 * n, n, replace=False))
+        held_count = int(rng.integers(1, n))
+        seed = int(rng.integers(0, 2**31 - 1))
+        try:
+            _, expected = train_test_split(list(indices), test_size=held_count, random_state=seed,
+                                           stratify=list(labels))
+        except ValueError:
+            _, expected = train_test_split(list(indices), test_size=held_count, random_state=seed, shuffle=True)
+        got = stratified_held_out(indices, labels, held_count, seed)
+        assert sorted(got.tolist()) == sorted(int(i) for i in expected), (trial, n, classes, held_count, seed)
+
+
+def test_training_reads_its_splits_as_memory_mapped_arrow(banking_slice, tmp_path):
+    """The classifier's train stage reads data/<split>.jsonl as a memory-mapped Arrow table and tokenises it into
+    an Arrow file on disk: the same token ids, lengths and labels, row for row, as tokenising the rows in memory,
+    with nothing of the table held in memory (its rows are in the Arrow files it names)."""
+    from tunewise.artifacts.rows import load_split, rows_dataset
+    from tunewise.data.prepare import prepare_data
+    from tunewise.models import resolve_base_model
+    from tunewise.recipe import load_recipe
+    from tunewise.tasks import task_for
+    from tunewise.tasks.classification import encode_rows_dataset
+
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({"name": "arrow", "output_dir": str(tmp_path / "runs"),
+                                           "model": {"base": "minilm", "max_length": 16},
+                                           "data": {"train": {"path": str(banking_slice["train"])}}}))
+    recipe = load_recipe(recipe_path)
+    prepare_data(recipe, tmp_path / "data")
+    task = task_for(recipe)
+    tokenizer = task.load_tokenizer(resolve_base_model("minilm").path)
+    labels = json.loads((tmp_path / "data" / "labels.json").read_text())["labels"]
+
+    rows = rows_dataset(tmp_path / "data", "train", tmp_path / "cache" / "rows")
+    encoded, truncated = encode_rows_dataset(tokenizer, rows, labels, 16, tmp_path / "cache" / "train.arrow")
+    expected, expected_truncated = task.encode(tokenizer, load_split(tmp_path / "data", "train"), recipe,
+                                               split="train", labels=labels)
+    assert truncated == expected_truncated > 0  # max_length 16 cuts some banking77 questions
+    assert sorted(encoded.column_names) == sorted(expected.column_names)
+    assert encoded.to_dict() == expected.to_dict()
+    assert rows.cache_files and encoded.cache_files == [{"filename": str(tmp_path / "cache" / "train.arrow")}]
+    assert encoded.data.nbytes > 0 and not encoded._indices  # a plain memory-mapped table, no index mapping
