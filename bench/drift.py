@@ -5,7 +5,9 @@
     python bench/drift.py --quick                 # a few trials, to check the script itself
     python bench/drift.py --timing RUN            # seconds per 100k logged rows through `tunewise monitor`'s code
                                                   # on RUN (a classification run with reference/), at windows 500
-                                                  # and 1000 (--windows), against the named baseline; quiet machine
+                                                  # and 1000 (--windows), on a banking77 log (the baseline's) and
+                                                  # one of the run's own texts (--streams), against the named
+                                                  # baseline; quiet machine
 
 Scenarios (reference and window never share a row):
   no_shift_sst2, no_shift_banking77   reference and window are disjoint random draws from the same data: every
@@ -16,7 +18,10 @@ Scenarios (reference and window never share a row):
 
 Features per row, as the monitor computes them: chars, words, MiniLM tokens, OOV rate against the training
 vocabulary, the model's prediction and confidence, and a MiniLM embedding sample (100 rows per window, 500 for
-the reference) for the domain classifier. The bench's "model" is a TF-IDF + logistic regression classifier fitted
+the reference) for the domain classifier, tested in two stages as the monitor does (50 rows first, the other 50
+only when the first half is unclear); each cell also records what the one-stage test on all 100 rows and on 50
+rows would have decided on the same windows, and the rows the two-stage test embedded. The bench's "model" is
+a TF-IDF + logistic regression classifier fitted
 on a disjoint training part of the reference data (MiniLM fine-tuning per dataset would add minutes and change
 nothing the tests see: they compare prediction and confidence distributions, whatever made them). Embeddings are
 computed once per row and reused across trials; each of 10 references per dataset gets its own permutation null.
@@ -40,7 +45,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tunewise.monitor import stats  # noqa: E402
-from tunewise.monitor.detect import DriftDetector, ReferenceData, WindowData  # noqa: E402
+from tunewise.monitor.detect import (DECISIVE_P, SCREEN_P, DriftDetector, EmbeddingSample, ReferenceData,  # noqa: E402
+                                    WindowData)
 from tunewise.monitor.features import TextFeatures, build_vocabulary  # noqa: E402
 
 WINDOWS = (100, 500, 2000)
@@ -138,17 +144,31 @@ def window_data(parts: list[tuple[Pool, np.ndarray]], model: Pool, rng: np.rando
     pred, lab = np.concatenate(preds), np.concatenate(labels)
     categorical = {"prediction": Counter(map(str, pred))}
     data = WindowData(numeric={k: np.concatenate(v) for k, v in numeric.items()}, categorical=categorical,
-                      embeddings=emb)
+                      embeddings=EmbeddingSample.of_vectors(emb))
     if with_feedback:
         categorical["label"] = Counter(map(str, lab))
         data.correct = pred == lab
     return data
 
 
-def trial_alerts(detector: DriftDetector, window: WindowData) -> tuple[bool, list[str]]:
+def trial_alerts(detector: DriftDetector, window: WindowData) -> tuple[bool, list[str], dict[str, tuple[bool, bool]]]:
+    """The monitor's decision on one window (two-stage embedding test), and what the one-stage embedding test on
+    the whole sample and on half of it would have decided on the same window: {variant: (any alert, embedding
+    alert)}, plus the rows the two-stage test embedded under "rows_embedded"."""
     tests = detector.test(window)
-    adjusted = stats.holm([t.p_value for t in tests])
-    return bool((adjusted <= ALPHA).any()), [t.feature for t, a in zip(tests, adjusted) if a <= ALPHA]
+    p = [t.p_value for t in tests]
+    adjusted = stats.holm(p)
+    variants: dict = {}
+    at = next((i for i, t in enumerate(tests) if t.feature == "embedding"), None)
+    if at is not None:
+        variants["rows_embedded"] = tests[at].effect["rows_embedded"]
+        n_win = detector.embedding_sizes(window.embeddings.rows)[1]
+        for name, rows in (("one_stage_full", n_win), ("one_stage_half", n_win // 2)):
+            alt = list(p)
+            alt[at] = detector.domain_test(window.embeddings.first(rows)).p_value
+            adj = stats.holm(alt)
+            variants[name] = (bool((adj <= ALPHA).any()), bool(adj[at] <= ALPHA))
+    return bool((adjusted <= ALPHA).any()), [t.feature for t, a in zip(tests, adjusted) if a <= ALPHA], variants
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -214,23 +234,34 @@ def run_accuracy(args) -> dict:
     for name, (ref_key, make, feedback, model) in scenarios.items():
         for w in WINDOWS:
             t0 = time.perf_counter()
-            alerts, features = 0, {}
+            alerts, features, embedded = 0, {}, []
+            variants = {v: {"alerts": 0, "embedding_alerts": 0} for v in ("one_stage_full", "one_stage_half")}
             for t in range(args.trials):
                 ref_idx, det = refs[ref_key][t % len(refs[ref_key])]
                 data = window_data(make(ref_idx, w), model, rng, feedback)
-                alert, which = trial_alerts(det, data)
+                alert, which, other = trial_alerts(det, data)
                 alerts += alert
                 for f in which:
                     features[f] = features.get(f, 0) + 1
+                embedded.append(other.pop("rows_embedded", 0.0))
+                for v, (any_alert, emb_alert) in other.items():
+                    variants[v]["alerts"] += any_alert
+                    variants[v]["embedding_alerts"] += emb_alert
             low, high = wilson(alerts, args.trials)
             results[f"{name}@{w}"] = {"scenario": name, "window": w, "trials": args.trials, "alerts": alerts,
                                       "rate": alerts / args.trials, "ci95": [low, high],
-                                      "features": dict(sorted(features.items(), key=lambda kv: -kv[1]))}
+                                      "features": dict(sorted(features.items(), key=lambda kv: -kv[1])),
+                                      "rows_embedded_mean": float(np.mean(embedded)),
+                                      "embedding_test_variants": variants}
             print(f"{name:20s} window {w:5d}: alert rate {alerts / args.trials:.3f} [{low:.3f}, {high:.3f}] "
-                  f"({time.perf_counter() - t0:.0f}s) {results[f'{name}@{w}']['features']}", flush=True)
+                  f"({time.perf_counter() - t0:.0f}s) {results[f'{name}@{w}']['features']}; embedded "
+                  f"{np.mean(embedded):.0f} rows/window; one-stage embedding alerts: whole sample "
+                  f"{variants['one_stage_full']['embedding_alerts']}, half "
+                  f"{variants['one_stage_half']['embedding_alerts']}", flush=True)
     return {"settings": {"alpha": ALPHA, "reference_rows": REFERENCE_ROWS, "reference_embedded": REFERENCE_EMBEDDED,
                          "window_embedded": WINDOW_EMBEDDED, "permutations": PERMUTATIONS,
                          "references_per_dataset": REFERENCES, "trials": args.trials, "pool": n_pool,
+                         "embedding_test": {"stages": 2, "screen_p": SCREEN_P, "decisive_p": DECISIVE_P},
                          "sst2_median_words": median, "seed": args.seed},
             "results": results}
 
@@ -241,45 +272,72 @@ TIMING_BASELINE = {"commit": "25372fe", "seconds_per_100k": {"500": 115.9, "1000
 TIMING_TARGET_S = 60.0
 
 
-def run_timing(run_dir: Path, rows: int, windows: list[str]) -> dict:
-    """Seconds (wall and process CPU) for `rows` logged rows (with the server's predictions, as the serving log
-    holds them) through `tunewise monitor`'s own code on a real run, once per window size, on the same log."""
+def timing_texts(rd, stream: str) -> list[str]:
+    """The texts a timing log draws from: `banking77` (all of banking77: the baseline's stream; a shift for any
+    run but a banking77 one, so the embedding test mostly stops at its first stage) or `run` (the run's own
+    training texts: no shift in the texts, so the embedding test's second stage runs in about one window in five,
+    as on quiet traffic)."""
+    if stream == "banking77":
+        return [r["text"] for r in read_banking()]
+    if stream == "run":
+        with open(rd.stage_dir("data") / "train.jsonl", encoding="utf-8") as fh:
+            return [json.loads(line)["text"] for line in fh if line.strip()]
+    raise SystemExit(f"--streams: unknown stream {stream!r} (banking77, run)")
+
+
+def run_timing(run_dir: Path, rows: int, windows: list[str], streams: list[str]) -> dict:
+    """Seconds (wall and process CPU, children included) for `rows` logged rows (with the server's predictions, as
+    the serving log holds them) through `tunewise monitor`'s own code on a real run, once per stream and window
+    size."""
+    import resource
     import tempfile
 
     from tunewise.artifacts.monitor import ReferenceProfile
     from tunewise.monitor import monitor_run
     from tunewise.rundir import RunDir
 
+    def cpu_seconds() -> float:
+        return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+
     rd = RunDir.open(run_dir)
     labels = json.loads((rd.stage_dir("data") / "labels.json").read_text())["labels"]
     profile = ReferenceProfile.read(rd.stage_dir("reference") / ReferenceProfile.FILE)
-    bank = read_banking()
-    rng = np.random.default_rng(0)
     cells = []
     with tempfile.TemporaryDirectory() as tmp:
-        log = Path(tmp) / "log.jsonl"
-        with open(log, "w", encoding="utf-8") as fh:
-            for i in range(rows):
-                r = bank[int(rng.integers(len(bank)))]
-                fh.write(json.dumps({"text": r["text"], "prediction": labels[int(rng.integers(len(labels)))],
-                                     "confidence": float(rng.uniform(0.3, 1.0))}) + "\n")
-        for window in windows:
-            t0, c0 = time.perf_counter(), time.process_time()
-            outcome = monitor_run(rd, str(log), window=window, progress=False)
-            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            per_100k = seconds * 100_000 / rows
-            base = TIMING_BASELINE["seconds_per_100k"].get(str(window))
-            cells.append({"window": window, "windows": len(outcome.report.windows), "seconds": round(seconds, 1),
-                          "seconds_per_100k": round(per_100k, 1), "cpu_seconds_per_100k": round(cpu * 100_000 / rows, 1),
-                          "target_s": TIMING_TARGET_S, "meets_target": per_100k <= TIMING_TARGET_S,
-                          "baseline_seconds_per_100k": base,
-                          "speedup_vs_baseline": round(base / per_100k, 2) if base else None})
-            print(f"window {window}: {per_100k:.1f} s per 100k rows ({cells[-1]['cpu_seconds_per_100k']:.1f} CPU-s), "
-                  f"target {TIMING_TARGET_S:.0f} s, baseline {TIMING_BASELINE['commit']} {base} s", flush=True)
-    # rows embedded per window: the monitor's window side of the domain test (at most half the reference sample)
+        for stream in streams:
+            texts = timing_texts(rd, stream)
+            rng = np.random.default_rng(0)
+            log = Path(tmp) / f"{stream}.jsonl"
+            with open(log, "w", encoding="utf-8") as fh:
+                for i in range(rows):
+                    fh.write(json.dumps({"text": texts[int(rng.integers(len(texts)))],
+                                         "prediction": labels[int(rng.integers(len(labels)))],
+                                         "confidence": float(rng.uniform(0.3, 1.0))}) + "\n")
+            for window in windows:
+                t0, c0 = time.perf_counter(), cpu_seconds()
+                outcome = monitor_run(rd, str(log), window=window, progress=False)
+                seconds, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+                per_100k = seconds * 100_000 / rows
+                base = TIMING_BASELINE["seconds_per_100k"].get(str(window)) if stream == "banking77" else None
+                embedding = [t for w in outcome.report.windows for t in w.tests if t.feature == "embedding"]
+                embedded = float(np.mean([t.effect.get("rows_embedded", 0.0) for t in embedding])) if embedding else 0
+                cells.append({"stream": stream, "window": window, "windows": len(outcome.report.windows),
+                              "seconds": round(seconds, 1), "seconds_per_100k": round(per_100k, 1),
+                              "cpu_seconds_per_100k": round(cpu * 100_000 / rows, 1),
+                              "rows_embedded_per_window": round(embedded, 1),
+                              "embedding_alerts": sum("embedding" in w.drifted for w in outcome.report.windows),
+                              "target_s": TIMING_TARGET_S, "meets_target": per_100k <= TIMING_TARGET_S,
+                              "baseline_seconds_per_100k": base,
+                              "speedup_vs_baseline": round(base / per_100k, 2) if base else None})
+                print(f"{stream} window {window}: {per_100k:.1f} s per 100k rows "
+                      f"({cells[-1]['cpu_seconds_per_100k']:.1f} CPU-s, {embedded:.0f} rows embedded per window), "
+                      f"target {TIMING_TARGET_S:.0f} s, baseline {TIMING_BASELINE['commit']} {base} s", flush=True)
+    # rows sampled per window for the domain test: the window's side (at most half the reference sample); its first
+    # stage embeds half of them, the second stage the rest
     embedded = min(rd.recipe.monitor.window_embedding_sample, max(2, profile.embeddings.rows // 2))
     return {"rows": rows, "run": str(run_dir), "reference_embeddings": profile.embeddings.rows,
-            "window_rows_embedded": embedded, "embedding_precision": profile.embeddings.precision,
+            "window_rows_sampled": embedded, "embedding_precision": profile.embeddings.precision,
             "baseline": TIMING_BASELINE, "cells": cells, "cpus": len(os.sched_getaffinity(0)),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "load_average_1min": round(os.getloadavg()[0], 2)}
@@ -307,10 +365,13 @@ def main() -> None:
     parser.add_argument("--timing", type=Path, help="a run directory: time the monitor on --rows logged rows")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--windows", default="500,1000", help="--timing: window sizes, comma-separated")
+    parser.add_argument("--streams", default="banking77,run", help="--timing: logs to time, comma-separated: "
+                        "banking77 (the baseline's), run (the run's own training texts: quiet traffic)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "drift.json")
     args = parser.parse_args()
     if args.timing:
-        result = run_timing(args.timing, args.rows, [w.strip() for w in args.windows.split(",") if w.strip()])
+        result = run_timing(args.timing, args.rows, [w.strip() for w in args.windows.split(",") if w.strip()],
+                            [s.strip() for s in args.streams.split(",") if s.strip()])
         print(json.dumps(result, indent=2))
         out = args.out.with_name("drift_timing.json")
     else:

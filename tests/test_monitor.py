@@ -218,3 +218,46 @@ def test_statistics_match_their_definitions():
     # a yes/no feature whose rare category appears only in the window is still tested (Fisher), not pooled away
     test = stats.categorical_test("empty", {"no": 500, "yes": 0}, {"no": 54, "yes": 6})
     assert test.test == "fisher" and test.p_value < 1e-4
+
+
+def test_two_stage_embedding_test_embeds_the_second_half_only_when_unclear():
+    """The domain test embeds half of a window's sample first and the rest only when that half's p-value is
+    neither quiet (> SCREEN_P) nor decisive (<= DECISIVE_P); under no drift its p-values keep their level."""
+    from tunewise.monitor.detect import DECISIVE_P, SCREEN_P, DriftDetector, EmbeddingSample, ReferenceData
+
+    rng = np.random.default_rng(3)
+
+    def rows(n: int, shift: float = 0.0) -> np.ndarray:
+        x = rng.normal(size=(n, 40))
+        x[:, :4] += shift
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    detector = DriftDetector(ReferenceData(numeric={}, categorical={}, embeddings=rows(200)), alpha=0.05,
+                             permutations=200, min_rows=5, seed=0)
+    drifted = EmbeddingSample.of_vectors(rows(80, shift=3.0))
+    test = detector.embedding_test(drifted)
+    assert test.effect["stage"] == 1 and drifted.embedded == 40 and test.p_value <= DECISIVE_P
+    p_values, embedded = [], []
+    for _ in range(100):  # no drift: window rows drawn like the reference's
+        sample = EmbeddingSample.of_vectors(rows(80))
+        test = detector.embedding_test(sample)
+        assert sample.embedded == test.effect["rows_embedded"] == (40 if test.effect["stage"] == 1 else 80)
+        p_values.append(test.p_value)
+        embedded.append(sample.embedded)
+    p_values = np.array(p_values)
+    assert (p_values <= 0.05).mean() <= 0.1 and (p_values <= SCREEN_P).mean() <= 0.3  # level kept (100 draws)
+    assert 40 < np.mean(embedded) < 56  # about one window in five embeds its second half
+
+
+def test_jsonl_log_reader_quarantines_bad_lines_and_refuses_a_wrong_encoding(tmp_path):
+    from tunewise.errors import DataError
+    from tunewise.monitor import sources
+
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(b'\xef\xbb\xbf{"text": "a"}\n\n{bad\n{"text": 3}\n{"text": "b"}\n')
+    records = [r for chunk in sources.read_jsonl(log, 64) for r in chunk]
+    assert [getattr(r, "text", None) or (r.where, r.field) for r in records] == [
+        "a", (f"{log}:3", "(line)"), (f"{log}:4", "text"), "b"]
+    log.write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n')
+    with pytest.raises(DataError, match=r"log\.jsonl:2: not UTF-8"):
+        [r for chunk in sources.read_jsonl(log, 64) for r in chunk]

@@ -1,7 +1,19 @@
 """Windows of logged traffic against the reference: what a window keeps while rows stream through it (bounded:
 per-row numbers, category counts, a reservoir of texts; never all texts), and the detector that tests a closed
 window. The monitor and bench/drift.py share this code; p-values are corrected by the caller (Holm over every
-test of every window of one monitor run, `stats.holm`)."""
+test of every window of one monitor run, `stats.holm`).
+
+The embedding test runs in two stages, because embedding is most of the monitor's cost (MiniLM per sampled row)
+and most windows answer clearly from half the sample. Stage 1 embeds the first half of the window's (shuffled)
+sample and tests it; it stops when its p-value p1 is clearly quiet (p1 > SCREEN_P) or clearly drifted
+(p1 <= DECISIVE_P, far below any Holm threshold of a realistic run). Otherwise stage 2 embeds the rest and reports
+min(1, p2 + DECISIVE_P), p2 being the test on the whole sample. The reported p stays a valid p-value (under no
+drift, P(p <= a) <= a for every a, whatever the dependence between p1 and p2):
+  a < DECISIVE_P:            P(p <= a) = P(p1 <= a) = a
+  DECISIVE_P <= a < SCREEN_P: P(p <= a) <= P(p1 <= DECISIVE_P) + P(p2 <= a - DECISIVE_P) = a
+  a >= SCREEN_P:             P(p <= a) <= P(p1 <= SCREEN_P) + P(SCREEN_P < p1 <= a) = a
+and power is lost only on windows whose half sample looks quiet while the whole would alert (bench/drift.py
+measures it against the one-stage test on the whole sample)."""
 
 from __future__ import annotations
 
@@ -14,6 +26,39 @@ import numpy as np
 from tunewise.monitor import stats
 
 PCA_DIMS = 32  # the domain classifier works on the reference's top principal components: cheap and as strong
+SCREEN_P = 0.2        # stage 1 of the embedding test stops as quiet above this p-value (1 window in 5 goes on)
+DECISIVE_P = 1e-10    # ... and as drifted at or below it (Holm at alpha 0.05 would need 5e8 tests to miss it)
+MIN_SCREEN_ROWS = 20  # a window side under twice this is tested in one stage
+
+
+class EmbeddingSample:
+    """A window's embedding sample, embedded on demand by prefix: `first(n)` embeds only the rows not embedded
+    yet, so the two-stage test pays for stage 2 only when it runs it."""
+
+    def __init__(self, rows: int, embed_rows: Callable[[int, int], np.ndarray]):
+        self.rows = rows
+        self._embed_rows = embed_rows  # (start, stop) -> embeddings of sample rows start..stop-1
+        self._done = np.zeros((0, 0), dtype=np.float32)
+
+    @classmethod
+    def of_texts(cls, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> "EmbeddingSample":
+        return cls(len(texts), lambda start, stop: embed(list(texts[start:stop])))
+
+    @classmethod
+    def of_vectors(cls, vectors: np.ndarray) -> "EmbeddingSample":
+        return cls(len(vectors), lambda start, stop: vectors[start:stop])
+
+    @property
+    def embedded(self) -> int:
+        """Rows embedded so far."""
+        return len(self._done)
+
+    def first(self, n: int) -> np.ndarray:
+        n = min(n, self.rows)
+        if n > len(self._done):
+            more = self._embed_rows(len(self._done), n)
+            self._done = more if not len(self._done) else np.vstack([self._done, more])
+        return self._done[:n]
 
 
 @dataclass
@@ -45,7 +90,7 @@ class WindowData:
 
     numeric: dict[str, np.ndarray]
     categorical: dict[str, Counter]
-    embeddings: np.ndarray | None = None       # the window's embedded sample (None: no embedding test)
+    embeddings: EmbeddingSample | None = None  # the window's embedding sample (None: no embedding test)
     correct: np.ndarray | None = None          # feedback rows: prediction == label
     y: np.ndarray | None = None                # feedback rows: label ids (for macro-F1)
     pred: np.ndarray | None = None             # feedback rows: predicted ids
@@ -93,21 +138,23 @@ class WindowAccumulator:
                 self.sample[slots[i]] = texts[fill + i]
         self.rows += len(texts)
 
-    def data(self, embed: Callable[[list[str]], np.ndarray] | None) -> WindowData:
+    def data(self, embeddings: EmbeddingSample | None) -> WindowData:
         y = np.concatenate(self.y) if self.y else None
         pred = np.concatenate(self.pred) if self.pred else None
         return WindowData(numeric={k: np.concatenate(v) for k, v in self.numeric.items()},
-                          categorical=self.categorical,
-                          embeddings=embed(self.sample) if embed is not None and self.sample else None,
+                          categorical=self.categorical, embeddings=embeddings,
                           correct=(y == pred) if y is not None else None, y=y, pred=pred)
 
 
 class DriftDetector:
     """Tests a window against the reference: every numeric and categorical feature, the embedding domain
-    classifier (its null calibrated once per sample size, by permutation of reference rows), and accuracy."""
+    classifier (its null calibrated once per sample size, by permutation of reference rows; two stages unless
+    `two_stage=False`), and accuracy."""
 
-    def __init__(self, reference: ReferenceData, *, alpha: float, permutations: int, min_rows: int, seed: int):
+    def __init__(self, reference: ReferenceData, *, alpha: float, permutations: int, min_rows: int, seed: int,
+                 two_stage: bool = True):
         self.reference = reference
+        self.two_stage = two_stage
         self.alpha = alpha
         self.permutations = permutations
         self.min_rows = min_rows
@@ -148,11 +195,29 @@ class DriftDetector:
         for name, counts in window.categorical.items():
             if name in ref.categorical and sum(counts.values()) >= self.min_rows:
                 out.append(stats.categorical_test(name, ref.categorical[name], dict(counts)))
-        if window.embeddings is not None and self._pca is not None and len(window.embeddings) >= 2:
-            n_ref, _ = self.embedding_sizes(len(window.embeddings))
-            win = self._pca.transform(window.embeddings)[: len(self.reference.embeddings) - n_ref]
-            ref_part = self._ref_emb[self._ref_order[:n_ref]]
-            out.append(stats.embedding_test(ref_part, win, self.null(n_ref, len(win)), self.alpha))
+        if window.embeddings is not None and self._pca is not None and window.embeddings.rows >= 2:
+            out.append(self.embedding_test(window.embeddings))
         if window.correct is not None and ref.accuracy is not None and len(window.correct) >= self.min_rows:
             out.append(stats.accuracy_drop_test(ref.accuracy, ref.accuracy_n, window.correct))
         return out
+
+    def embedding_test(self, sample: EmbeddingSample) -> stats.TestResult:
+        """The domain classifier on the window's sample: in two stages when the sample is large enough (see the
+        module's docstring for why the reported p-value stays valid)."""
+        n_win = self.embedding_sizes(sample.rows)[1]
+        if not self.two_stage or n_win < 2 * MIN_SCREEN_ROWS:
+            return self.domain_test(sample.first(n_win), stage=0)
+        first = self.domain_test(sample.first(n_win // 2), stage=1)
+        if first.p_value > SCREEN_P or first.p_value <= DECISIVE_P:
+            return first
+        second = self.domain_test(sample.first(n_win), stage=2)
+        second.p_value = min(1.0, second.p_value + DECISIVE_P)
+        return second
+
+    def domain_test(self, window_embeddings: np.ndarray, stage: int = 0) -> stats.TestResult:
+        n_ref, n_win = self.embedding_sizes(len(window_embeddings))
+        win = self._pca.transform(window_embeddings[:n_win])
+        result = stats.embedding_test(self._ref_emb[self._ref_order[:n_ref]], win, self.null(n_ref, n_win),
+                                      self.alpha)
+        result.effect.update(rows_embedded=float(n_win), stage=float(stage))
+        return result

@@ -45,6 +45,12 @@ class Embedder:
         self.precision = precision
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path)
         self.model = AutoModel.from_pretrained(resolved.path, use_safetensors=True).eval()
+        if precision == "bf16":
+            # autocast would cast every Linear weight to bf16 again on each call (its cache lives one context):
+            # cast them once. Bit-identical embeddings, since autocast rounds an fp32 weight the same way
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.to(torch.bfloat16)
         self.batch_size = batch_size
         self.max_length = max_length
         self._torch = torch

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from tunewise.monitor import sources, stats
-from tunewise.monitor.detect import DriftDetector, ReferenceData, WindowAccumulator
+from tunewise.monitor.detect import DriftDetector, EmbeddingSample, ReferenceData, WindowAccumulator
 from tunewise.monitor.features import TextFeatures, reply_flags
 from tunewise.monitor.sources import LogRecord, Quarantined
 
@@ -185,9 +185,13 @@ def monitor_log(log: str, *, profile, embeddings: np.ndarray, vocabulary: list[s
 def finish(acc: WindowAccumulator, detector: DriftDetector, embedder, cfg, labels: list[str],
            seed: int) -> ClosedWindow:
     tested = acc.rows >= cfg.min_window_rows
-    # embed only the rows the domain test will use (a small reference caps the window's side at half of it)
-    embed_texts = acc.sample[: detector.embedding_sizes(min(len(acc.sample), cfg.window_embedding_sample))[1]]
-    data = acc.data((lambda _texts: embedder(embed_texts)) if tested else None)
+    # the rows the domain test may use (a small reference caps the window's side at half of it), shuffled so that
+    # any prefix, which is all its first stage embeds, is a uniform sample of the window (a reservoir's slots are
+    # not: the window's first rows fill the first slots)
+    shuffled = np.random.default_rng([seed, acc.index]).permutation(len(acc.sample))
+    n_embed = detector.embedding_sizes(min(len(acc.sample), cfg.window_embedding_sample))[1]
+    sample = EmbeddingSample.of_texts([acc.sample[i] for i in shuffled[:n_embed]], embedder)
+    data = acc.data(sample if tested and acc.sample else None)
     tests = detector.test(data) if tested else []
     ref = detector.reference
     bins = {k: stats.bin_shares(v, ref.psi_edges[k]).tolist() for k, v in data.numeric.items()

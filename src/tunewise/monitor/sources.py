@@ -143,33 +143,26 @@ def describe(log: str) -> str:
 
 
 def read_jsonl(path: Path, chunk_rows: int) -> Iterator[list[LogRecord | Quarantined]]:
-    """Chunks of records in file order; bad lines come back as Quarantined with file:line."""
+    """Chunks of records in file order, one line in memory at a time besides the chunk (tunewise.kit.jsonl): a
+    line that is not JSON, or not a record, comes back as Quarantined with file:line and the field at fault; a
+    line that is not UTF-8 stops the read (the file's encoding is wrong, not one row)."""
+    from tunewise.kit.jsonl import read_jsonl as read_lines
+
     if not path.is_file():
         raise DataError(f"--log {path}: no such file (give a JSONL file of {{\"text\": ...}} records, a SQLite "
                         f"file, or a database URL)")
     chunk: list[LogRecord | Quarantined] = []
-    with open(path, encoding="utf-8", errors="strict") as fh:
-        number = 0
-        while True:
-            try:
-                line = fh.readline()
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{number + 1}: not UTF-8 ({exc.reason}); convert the file to UTF-8") from None
-            if not line:
-                break
-            number += 1
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                chunk.append(Quarantined(where, "(line)", f"not JSON ({exc.msg} at column {exc.colno})"))
-            else:
-                chunk.append(record_from(obj, where))
-            if len(chunk) >= chunk_rows:
-                yield chunk
-                chunk = []
+
+    def bad_line(number: int, detail: str) -> None:
+        if detail.startswith("not UTF-8"):
+            raise DataError(f"{path}:{number}: {detail}; convert the file to UTF-8")
+        chunk.append(Quarantined(f"{path}:{number}", "(line)", detail))
+
+    for number, obj in read_lines(path, on_bad_line=bad_line):
+        chunk.append(record_from(obj, f"{path}:{number}"))
+        if len(chunk) >= chunk_rows:
+            yield chunk
+            chunk = []  # bad_line appends to the new chunk: it reads `chunk` from this scope at call time
     if chunk:
         yield chunk
 
