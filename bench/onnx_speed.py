@@ -45,14 +45,15 @@ def read_test(run: Path, max_rows: int | None) -> tuple[list[str], list[str], li
 def timed(predict, texts: list[str], batch: int, repeats: int) -> dict:
     """examples/s over `repeats` passes (batch 1: also per-request latency percentiles), after one warm-up pass."""
     predict(texts[:batch * 2])
-    latencies, t0 = [], time.perf_counter()
+    latencies, t0, cpu0 = [], time.perf_counter(), time.process_time()
     for _ in range(repeats):
         for i in range(0, len(texts), batch):
             s = time.perf_counter()
             predict(texts[i:i + batch])
             latencies.append(time.perf_counter() - s)
-    total = time.perf_counter() - t0
-    out = {"examples_per_s": repeats * len(texts) / total}
+    total, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    # CPU time of this process (all its threads): unlike examples/s, it stays meaningful on a busy machine
+    out = {"examples_per_s": repeats * len(texts) / total, "cpu_ms_per_example": cpu / (repeats * len(texts)) * 1e3}
     if batch == 1:
         out |= {"p50_ms": float(np.percentile(latencies, 50) * 1e3), "p95_ms": float(np.percentile(latencies, 95) * 1e3)}
     return out
@@ -102,6 +103,9 @@ def main() -> None:
             exported[name] = {"export_s": time.perf_counter() - t0, "size_mb": made.size_mb}
             clf = OnnxClassifier(made.folder, max_length=max_length, batch_size=32, threads=threads)
             backends[name] = clf.predict_proba
+            if int8:  # ONNX Runtime's default, busy-waiting pool threads, against tunewise's (see OnnxClassifier)
+                spin = OnnxClassifier(made.folder, max_length=max_length, batch_size=32, threads=threads, spinning=True)
+                backends[f"{name}, spinning threads"] = spin.predict_proba
         reference = torch_predict(texts)
         results = {}
         timing_texts = texts[:args.timing_rows]
@@ -136,15 +140,16 @@ def render(results: dict, facts: dict) -> str:
              f"max_length {facts['max_length']}" + (" (--quick: checks the script only)" if facts["quick"] else ""),
              "",
              "| backend | accuracy | change vs torch | same label as torch | batch 1 ex/s | p50 ms | p95 ms | "
-             "batch 32 ex/s | speed-up b1 / b32 | size MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "batch 32 ex/s | speed-up b1 / b32 | CPU-ms/ex b1 / b32 | size MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         b1, b32 = r["batch1"], r["batch32"]
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['accuracy'] - base['accuracy']:+.4f} | "
                      f"{r['agreement_with_torch']:.1%} | {b1['examples_per_s']:.1f} | {b1['p50_ms']:.1f} | "
                      f"{b1['p95_ms']:.1f} | {b32['examples_per_s']:.1f} | "
                      f"{b1['examples_per_s'] / base['batch1']['examples_per_s']:.2f}x / "
-                     f"{b32['examples_per_s'] / base['batch32']['examples_per_s']:.2f}x | {r.get('size_mb', '')} |")
+                     f"{b32['examples_per_s'] / base['batch32']['examples_per_s']:.2f}x | "
+                     f"{b1['cpu_ms_per_example']:.2f} / {b32['cpu_ms_per_example']:.2f} | {r.get('size_mb', '')} |")
     return "\n".join(lines)
 
 

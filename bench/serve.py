@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,14 +70,8 @@ def naive_server(run_dir: Path, port: int) -> None:
 # ---------------------------------------------------------------- driving the servers
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(system: str, run_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
+    from tunewise.serve.launch import ServerNotReady, free_port, launch
 
     port = free_port()
     env = {**os.environ, "TUNEWISE_API_KEYS": f"bench={KEY}", "TOKENIZERS_PARALLELISM": "false",
@@ -89,21 +82,10 @@ def start(system: str, run_dir: Path, workdir: Path) -> tuple[subprocess.Popen, 
         # the per-key rate limit (600/min by default) is a policy, not a capacity: lift it, or the bench measures 429s
         cmd = [sys.executable, "-m", "tunewise", "serve", str(run_dir), "--port", str(port),
                "--log", f"sqlite:///{workdir / 'bench-log.sqlite'}", "serve.rate_per_minute=100000000"]
-    log = open(workdir / f"{system}.log", "w")
-    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{system} server exited:\n{(workdir / f'{system}.log').read_text()}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"{system} server did not become ready")
+    try:
+        return launch(cmd, port=port, env=env, log=workdir / f"{system}.log", timeout=300)
+    except ServerNotReady as e:
+        raise SystemExit(f"{system} server: {e}") from None
 
 
 def cpu_seconds(pid: int) -> float:
@@ -149,6 +131,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def bench_system(system: str, run_dir: Path, texts: list[str], levels: list[int], requests: int, warmup: int,
                  price: float, workdir: Path) -> list[dict]:
+    from tunewise.serve.launch import stop
+
     proc, url = start(system, run_dir, workdir)
     rows = []
     try:
@@ -171,11 +155,7 @@ def bench_system(system: str, run_dir: Path, texts: list[str], levels: list[int]
                 raise SystemExit(f"{system}: {errors} of {total} requests failed at {clients} clients; see "
                                  f"{workdir / (system + '.log')}")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     return rows
 
 

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,35 +34,19 @@ PROMPTS = ["Write a short story about a lighthouse keeper.", "Explain how a bicy
            "Describe a day in the life of a baker.", "What should I pack for a hiking trip?"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run: Path, port: int, log: Path) -> subprocess.Popen:
+    from tunewise.serve.launch import ServerNotReady, launch
+
     env = dict(os.environ, TUNEWISE_API_KEYS=f"bench={KEY}", HF_HUB_OFFLINE="1", TQDM_DISABLE="1",
                TUNEWISE_KEYS_FILE=str(log.with_suffix(".keys.json")))
-    out = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", str(run), "--host", "127.0.0.1",
-                             "--port", str(port), f"serve.log=sqlite:///{log.with_suffix('.sqlite')}",
-                             "serve.rate_per_minute=1000000", "serve.rate_burst=100000",
-                             "serve.request_timeout_s=3600"],
-                            env=env, stdout=out, stderr=subprocess.STDOUT)
-    import httpx
-
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited ({proc.returncode}):\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("the server did not become ready in 10 minutes")
+    argv = [sys.executable, "-m", "tunewise", "serve", str(run), "--host", "127.0.0.1", "--port", str(port),
+            f"serve.log=sqlite:///{log.with_suffix('.sqlite')}", "serve.rate_per_minute=1000000",
+            "serve.rate_burst=100000", "serve.request_timeout_s=3600"]
+    try:
+        proc, _ = launch(argv, port=port, env=env, log=log, timeout=600)  # a causal LM loads slowly on a busy box
+    except ServerNotReady as e:
+        raise SystemExit(str(e)) from None
+    return proc
 
 
 async def one_stream(client, model: str, prompt: str, max_tokens: int) -> tuple[int, float]:
@@ -119,6 +102,8 @@ def main() -> None:
 
     import httpx
 
+    from tunewise.serve.launch import free_port, stop
+
     port = free_port()
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"tunewise-bench-chat-{port}.log"
     server = start_server(args.run.resolve(), port, log)
@@ -135,8 +120,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
     one = next((r for r in rows if r["streams"] == 1), None)
     print("\n| streams | requests | tokens | seconds | tokens/s | per stream | TTFT p50 | mean decode batch | vs 1 |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -257,29 +256,13 @@ def test_serve_refuses_a_run_that_fails_verify(session_run, tunewise, tmp_path):
     assert proc.returncode == 1 and "metrics.json: modified" in proc.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run: Path, env: dict, *overrides: str, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """`tunewise serve RUN` as a subprocess on a free port; returns once /readyz answers (tunewise.serve.launch)."""
+    from tunewise.serve.launch import free_port, launch
+
     port = free_port()
-    out = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tunewise", "serve", str(run), *overrides, "--port", str(port)],
-                            env={**env, "TUNEWISE_API_KEYS": API_KEYS}, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the server exited:\n{log_path.read_text()}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"the server did not become ready:\n{log_path.read_text()}")
+    return launch([sys.executable, "-m", "tunewise", "serve", str(run), *overrides, "--port", str(port)], port=port,
+                  env={**env, "TUNEWISE_API_KEYS": API_KEYS}, log=log_path, timeout=240)
 
 
 async def _load(url: str, texts: list[str], clients: int, stop: asyncio.Event | None = None,
@@ -442,3 +425,26 @@ def test_guard_screens_and_blocks_with_reasons(served_run, guard_run_dir, tmp_pa
         (blocked.headers["x-request-id"],)).fetchone()
     assert row[0] == 400 and row[1] == 1 and "ignore_instructions" in row[2]
     assert 'tunewise_guard_verdicts_total{endpoint="classify",verdict="injection"} 1.0' in metrics
+
+
+# ---------------------------------------------------------------- tunewise.serve.launch (shared start-up polling)
+
+
+def test_launch_waits_for_readyz_and_reports_a_server_that_dies(tmp_path):
+    from tunewise.serve.launch import ServerNotReady, free_port, launch, stop
+
+    (tmp_path / "readyz").write_text("ok")  # http.server answers GET /readyz with this file: 200
+    port = free_port()
+    proc, url = launch([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
+                        str(tmp_path)], port=port, env=dict(os.environ), log=tmp_path / "ok.log", timeout=60)
+    try:
+        assert httpx.get(f"{url}/readyz").status_code == 200
+    finally:
+        stop(proc)
+    assert proc.returncode is not None
+    dead = [sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"]
+    with pytest.raises(ServerNotReady, match=r"exited \(3\)(?s:.*)no model here"):
+        launch(dead, port=free_port(), env=dict(os.environ), log=tmp_path / "dead.log", timeout=60)
+    silent = [sys.executable, "-c", "import time; time.sleep(60)"]  # never listens: the deadline, then stopped
+    with pytest.raises(ServerNotReady, match="did not become ready in 1 s"):
+        launch(silent, port=free_port(), env=dict(os.environ), log=tmp_path / "silent.log", timeout=1)

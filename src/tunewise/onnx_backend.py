@@ -117,7 +117,7 @@ class OnnxClassifier:
     probabilities in the order of `labels`, row i for texts[i]."""
 
     def __init__(self, folder: str | Path, *, max_length: int = 512, batch_size: int = 64,
-                 threads: int | None = None):
+                 threads: int | None = None, spinning: bool = False):
         import onnxruntime as ort
         from transformers import AutoConfig, AutoTokenizer
 
@@ -133,6 +133,12 @@ class OnnxClassifier:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or cpu_threads()
         options.inter_op_num_threads = 1
+        # ONNX Runtime's pool threads busy-wait after each run by default, which buys a little latency on cores that
+        # have nothing else to do. A server's cores do (the event loop, the log writer), and a micro-batched server
+        # runs the model many times a second, so the spinning became most of its CPU time: one text at a time on
+        # 2 threads, 18 CPU-ms per text spinning against 6 without (measured on a busy machine; bench/onnx_speed.py)
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]

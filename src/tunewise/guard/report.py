@@ -173,8 +173,11 @@ def caveats(recipe: Recipe, n_val_benign: int, use_rules: bool) -> list[str]:
            "on both sides, so detection of attacks unlike any in train may be lower than reported.",
            "Languages are guessed from function words (de, en, other), not labelled."]
     if use_rules:
-        out.append("The rules were written by reading the training file, test rows included; their hit rate on test "
-                   "is optimistic for new phrasings. The model-only row shows the classifier without them.")
+        out.append("The first ten rules were written by reading the whole training file, test rows included; the later "
+                   "ones (machine_impersonation, ignore_instructions_other, and the 'ignore the above', 'forget about "
+                   "everything' and 'now you are' phrasings) by reading the train and validation splits only. Their "
+                   "hit rate on test is still optimistic for new phrasings. The model-only row shows the classifier "
+                   "without them.")
     if recipe.data.test is None:
         out.append("The test split is carved from the training file; no separately published test set was used.")
     return out

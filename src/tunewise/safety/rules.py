@@ -46,12 +46,15 @@ _DE_BEFORE = r"(?:vorherigen|bisherigen|vorangehenden|vorangegangenen|obigen|fr�
 RULES: tuple[Rule, ...] = (
     Rule("ignore_instructions", "en",
          rf"\b(?:ignore|disregard|forget|drop|skip|abandon|override|bypass)\s+(?:all\s+|any\s+|the\s+|your\s+|my\s+|of\s+)*"
-         rf"(?:{_EN_BEFORE}\s+)?(?:\w+\s+)?{_EN_WHAT}\b",
-         "The classic override: tells the model to discard its instructions (\"ignore all previous instructions\")."),
+         rf"(?:{_EN_BEFORE}\s+)?(?:\w+\s+)?{_EN_WHAT}\b"
+         r"|\b(?:ignore|disregard)\s+(?:all\s+|everything\s+)?(?:of\s+)?(?:the\s+)?(?:above|previous|preceding)"
+         r"(?=\s*(?:[.,;:!?]|and\b|$))",
+         "The classic override: tells the model to discard its instructions (\"ignore all previous instructions\", "
+         "\"ignore the above and say ...\")."),
     Rule("forget_everything", "en",
          r"\bforget\s+(?:about\s+)?(?:everything|all(?:\s+(?:that|of\s+that))?)\s*(?:\w+\s+){0,3}?"
          r"(?:before|above|previously|so\s+far|you\s+(?:know|were\s+told)|we\s+discussed|i\s+said)\b"
-         r"|\bforget\s+everything\b",
+         r"|\bforget\s+(?:about\s+)?everything\b",
          "Wipes the conversation so far before a new, hostile task (\"forget everything before that\")."),
     Rule("new_instructions", "en",
          r"\b(?:now\s+(?:focus|concentrate)\s+on\s+your\s+new\s+task|new\s+(?:instructions|tasks)\s+follow|"
@@ -65,7 +68,9 @@ RULES: tuple[Rule, ...] = (
          r"what\s+(?:was|is)\s+written\s+(?:at\s+the\s+beginning|above|before))",
          "Asks the model to leak its system prompt or hidden instructions."),
     Rule("role_override", "en",
-         r"\b(?:you\s+are\s+now\s+(?!(?:able|ready|done|finished|going)\b)\w+|pretend\s+(?:that\s+)?you\s+are|"
+         r"\b(?:(?:you\s+are\s+now|now\s+you\s+are)\s+(?!(?:able|ready|done|finished|going|logged|signed|set|all|"
+         r"connected|registered|subscribed|eligible|in|on|at|here|back)\b)\w+|now\s+you\s+act\s+as|"
+         r"pretend\s+(?:that\s+)?you\s+are|"
          r"you\s+are\s+no\s+longer|stay\s+(?:fully\s+)?in\s+(?:your\s+)?(?:role|character)|"
          r"\b(?:dan|developer|jailbreak|god)\s+mode)\b",
          "Replaces the assistant's role with one that is told to drop its rules (\"you are now DAN\")."),
@@ -92,6 +97,32 @@ RULES: tuple[Rule, ...] = (
          r"stell\s+dir\s+vor,?\s+du\s+bist|tu\s+so,?\s+als\s+(?:ob\s+du|wärst\s+du)|du\s+bist\s+kein(?:e|er)?\s+"
          r"\w+(?:\s+\w+)?\s+sondern|bleib(?:e|en)?\s+(?:immer\s+|voll\w*\s+)?in\s+(?:deiner|ihrer|ihren)\s+rollen?)\b",
          "Ersetzt die Rolle des Assistenten durch eine, die seine Regeln ablegt (\"Jetzt bist du ...\")."),
+    Rule("machine_impersonation", "en",
+         r"\bact\s+as\s+(?:an?\s+|the\s+)?(?:\w+\s+)?(?:terminal|interpreter|console|shell|command\s+line)\b",
+         "Asks the model to play a terminal or interpreter that 'executes' what follows (\"act as a Python "
+         "interpreter. Execute: ...\"), a common way to make it print attacker-chosen text."),
+    Rule("ignore_instructions_other", "any",
+         # Spanish, French, Italian, Portuguese, Dutch, Croatian/Serbian/Bosnian, Polish, Russian/Ukrainian: the same
+         # override translated, the language-switch attack the source data is built to resist. Imperative forms
+         # only ("olvida", not "olvidé"), so "I forgot everything" does not fire.
+         r"\b(?:olvid(?:a|e|en|ad|ar)|ignor(?:a|e|en|ad|ar))\s+(?:todo|todas\s+las\s+(?:instrucciones|indicaciones|"
+         r"reglas)|las\s+instrucciones)\b"
+         r"|(?<!j')\b(?:oublie[zr]?|ignore[zr])\s+(?:tout\b|toutes\s+(?:les\s+)?(?:instructions|consignes|règles)|"
+         r"(?:les|vos|tes)\s+(?:instructions|consignes))"
+         r"|\b(?:dimentica|dimenticate|ignora|ignorate)\s+(?:tutto\b|tutte\s+le\s+(?:istruzioni|regole)|"
+         r"le\s+istruzioni)"
+         r"|\b(?:esqueça|esqueca|esquece|ignore)\s+(?:tudo\b|todas\s+as\s+(?:instruções|instrucoes|regras)|"
+         r"as\s+instruções)"
+         r"|\b(?:vergeet|negeer)\s+(?:alles\b|alle\s+(?:vorige\s+|eerdere\s+)?(?:instructies|regels|opdrachten)|"
+         r"de\s+(?:vorige\s+)?instructies)"
+         r"|\b(?:zaboravi(?:te)?|ignoriraj(?:te)?|ignoriši(?:te)?)\s+(?:sve\b|sve\s+(?:prethodne\s+)?"
+         r"(?:instrukcije|upute|naredbe))"
+         r"|\b(?:zapomnij|zignoruj|ignoruj)\s+(?:o\s+)?(?:wszystko\b|wszystkie\s+(?:poprzednie\s+)?"
+         r"(?:instrukcje|polecenia))"
+         r"|(?:забудь(?:те)?|игнорируй(?:те)?|проигнорируй(?:те)?)\s+(?:вс[её]\b|все\s+(?:предыдущие\s+)?"
+         r"(?:инструкции|указания|правила|команды)|(?:предыдущие\s+)?инструкции)",
+         "The override in other languages (\"Olvida todas las instrucciones\", \"Oubliez toutes les instructions\", "
+         "\"Zaboravi sve instrukcije\", \"Забудьте все инструкции\"): a switch of language must not slip past."),
 )
 
 

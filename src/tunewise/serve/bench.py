@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -56,6 +55,7 @@ def benchmark(run_dir: str | Path, overrides: Sequence[str] = (), *, levels: Seq
     from tunewise.errors import TunewiseError
     from tunewise.rundir import RunDir
     from tunewise.serve.classifier import resolve_backend
+    from tunewise.serve.launch import stop
     from tunewise.serve.settings import resolve_settings
     from tunewise.tasks import task_for
 
@@ -92,7 +92,7 @@ def benchmark(run_dir: str | Path, overrides: Sequence[str] = (), *, levels: Seq
                 echo(f"  {clients:3d} clients: {lv.throughput_rps:8.1f} req/s  p50 {lv.p50_ms:7.1f} ms  "
                      f"p95 {lv.p95_ms:7.1f} ms  p99 {lv.p99_ms:7.1f} ms  {lv.cpu_s_per_1k:6.1f} CPU-s/1k{errs}")
         finally:
-            stop_server(proc)
+            stop(proc)
         load_after = os.getloadavg()[0]
 
     config = settings.config
@@ -130,49 +130,18 @@ def request_texts(rd: "RunDir") -> list[str]:
     return texts
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(settings_json: str, log_file: Path, timeout: float = 300) -> tuple[subprocess.Popen, str]:
     """`uvicorn tunewise.serve.app:app_from_env` on a free loopback port; returns once /readyz answers 200.
     (Not `tunewise serve`: that records serve/serve.json in the run's manifest, which this stage is writing.)"""
-    import httpx
-
-    from tunewise.errors import TunewiseError
+    from tunewise.serve.launch import free_port, launch
     from tunewise.serve.settings import SETTINGS_ENV
 
     port = free_port()
     env = {**os.environ, SETTINGS_ENV: settings_json, "TOKENIZERS_PARALLELISM": "false"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    with open(log_file, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "tunewise.serve.app:app_from_env", "--factory",
-                                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                                 "--no-access-log"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise TunewiseError(f"the benchmark server exited ({proc.returncode}):\n{log_file.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_server(proc)
-    raise TunewiseError(f"the benchmark server did not become ready in {timeout:g} s:\n{log_file.read_text()[-3000:]}")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return launch([sys.executable, "-m", "uvicorn", "tunewise.serve.app:app_from_env", "--factory",
+                   "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                  port=port, env=env, log=log_file, timeout=timeout)
 
 
 def cpu_seconds(pid: int) -> float:
