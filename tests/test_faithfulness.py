@@ -1,11 +1,12 @@
-"""The faithfulness checker and stage: sentence-pair input, the leak-free document-grouped data prep, a small
-checker trained by tunewise itself on real SummEdits rows, and the stage's artifact on a generation run."""
+"""The faithfulness checker and stage: SmolLM2 read as a likelihood scorer (its KV-cache path against a plain
+forward pass), the checker's judgement on real SummEdits and dialogue pairs with facts swapped in, the benchmark's
+leak-free document split, and the stage's artifact on a generation run. Sentence-pair input for classification
+(data.text_pair_field) is tested here too."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -15,28 +16,35 @@ import yaml
 
 from tunewise.artifacts.faithfulness import FaithfulnessResults
 from tunewise.artifacts.rows import Row
-from tunewise.errors import RecipeError, RunDirError, TunewiseError
+from tunewise.errors import RecipeError, TunewiseError
 from tunewise.recipe import FaithfulnessConfig, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+N_OUTPUTS = 8  # outputs per model in the stage test
 LEAKING = {"summedits": ("system", "seed_id", "edit_types"), "dialogue_faithfulness": ("error_types", "sentences",
                                                                                         "system", "group_idx")}
 
 
-def _make_faithfulness():
-    """examples/data/make_faithfulness.py as a module."""
-    spec = importlib.util.spec_from_file_location("make_faithfulness", REPO / "examples" / "data" / "make_faithfulness.py")
+def _bench():
+    """bench/faithfulness.py as a module."""
+    spec = importlib.util.spec_from_file_location("bench_faithfulness", REPO / "bench" / "faithfulness.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 @pytest.fixture(scope="session")
-def faith_splits(shared_data):
+def bench_rows(shared_data):
     if not (shared_data / "summedits" / "pairs.jsonl").is_file():
         pytest.skip("summedits not in the shared data")
-    return _make_faithfulness().build(shared_data, seed=13, evidence_chars=500)
+    return _bench().load_rows(shared_data)
+
+
+@pytest.fixture(scope="session")
+def checker():
+    from tunewise.faithfulness.checker import BUILTIN_CHECKERS, Checker
+
+    return Checker.load(BUILTIN_CHECKERS["smollm2"], threads=1)
 
 
 # ---------------------------------------------------------------- sentence-pair input
@@ -94,45 +102,42 @@ def _recipe_file(folder: Path, raw: dict) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- data prep
+# ---------------------------------------------------------------- the benchmark's split
 
 
-def test_data_prep_never_splits_a_document(faith_splits):
-    docs = {name: {r["doc_id"] for r in rows} for name, rows in faith_splits.items()}
-    assert not docs["train"] & docs["test"] and not docs["train"] & docs["validation"]
-    assert not docs["validation"] & docs["test"]
-    sources = {name: {" ".join(r["source"].split()) for r in rows} for name, rows in faith_splits.items()}
-    assert not sources["train"] & sources["test"]
-    test = faith_splits["test"]
+def test_benchmark_split_never_splits_a_document(bench_rows):
+    train = [r for r in bench_rows if r["part"] == "train"]
+    test = [r for r in bench_rows if r["part"] == "test"]
+    assert not {r["doc_id"] for r in train} & {r["doc_id"] for r in test}
+    assert not {" ".join(r["source"].split()) for r in train} & {" ".join(r["source"].split()) for r in test}
     assert sum(r["dataset"] == "summedits" for r in test) == 2617  # SummEdits' released test split, all of it
-    assert {r["dataset"] for r in faith_splits["train"]} == {"summedits", "dialogue"}
-    for rows in faith_splits.values():
-        for r in rows:
-            assert set(r) == {"id", "summary", "source", "evidence", "label", "doc_id", "dataset", "domain"}
-            assert r["label"] in ("faithful", "unfaithful") and len(r["evidence"]) <= 500 + 200
+    assert sum(r["dataset"] == "summedits" for r in train) == 624  # its `evaluation` split
+    assert {r["dataset"] for r in train} == {r["dataset"] for r in test} == {"summedits", "dialogue"}
+    for r in bench_rows:
+        assert set(r) == {"id", "source", "query", "summary", "unfaithful", "doc_id", "dataset", "domain", "part"}
 
 
-def test_data_prep_never_reads_a_leaking_field(shared_data, faith_splits, tmp_path):
-    """Scrambling every label-leaking field in a copy of the shared sets changes nothing in the output."""
+def test_benchmark_never_reads_a_leaking_field(shared_data, bench_rows, tmp_path):
+    """Scrambling every label-leaking field in a copy of the shared sets changes nothing the benchmark reads."""
     rng = np.random.default_rng(0)
     for folder, fields in LEAKING.items():
-        src = shared_data / folder
         (tmp_path / folder).mkdir()
-        for f in src.glob("*.jsonl"):
+        for f in (shared_data / folder).glob("*.jsonl"):
             rows = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()]
             for r in rows:
                 for field in fields:
                     if field in r:
                         r[field] = str(rng.integers(1 << 30))
             (tmp_path / folder / f.name).write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    assert _make_faithfulness().build(tmp_path, seed=13, evidence_chars=500) == faith_splits
+    assert _bench().load_rows(tmp_path) == bench_rows
 
 
 # ---------------------------------------------------------------- text pieces
 
 
-def test_sentences_evidence_and_transparent_checks():
-    from tunewise.faithfulness.text import evidence, sentence_spans, unsupported_facts
+def test_sentences_and_transparent_checks():
+    from tunewise.faithfulness.features import low_support_spans
+    from tunewise.faithfulness.text import sentence_spans, unsupported_facts
 
     text = 'Anna said "no." Then Bob paid $1,200 on March 3!\nok'
     spans = sentence_spans(text)
@@ -140,98 +145,123 @@ def test_sentences_evidence_and_transparent_checks():
     assert all(text[s.start:s.end] == s.text for s in spans)
     facts = unsupported_facts("Bob paid 1200 dollars and Carl paid three in May.", "bob paid $1,200. Two paid.")
     assert [(f.text, f.kind) for f in facts] == [("Carl", "name"), ("three", "number_word"), ("May", "date")]
-    source = "\n".join(f"Speaker{i}: we discussed topic {i} at length today" for i in range(40)) + \
-        "\nSpeaker99: the invoice for the zebra project is overdue"
-    ev = evidence(source, "The zebra project invoice is overdue.", 200)
-    assert "zebra project is overdue" in ev and ev.startswith("Speaker0:") and len(ev) <= 260
+    # a low-support span covers whole words and merges neighbours
+    offsets = [(0, 3), (3, 7), (7, 12), (12, 13)]  # "Bob", " ate", " pies", "."
+    spans = low_support_spans("Bob ate pies.", offsets, np.array([-1.0, -5.0, -6.0, -0.1]),
+                              np.array([-2.0, -3.0, -4.0, -0.1]))
+    assert [(s.text, s.kind) for s in spans] == [("ate pies", "low_support")]
 
 
-# ---------------------------------------------------------------- a small checker, trained by tunewise
+def test_a_checker_file_is_validated(tmp_path):
+    from tunewise.faithfulness.checker import BUILTIN_CHECKERS, CheckerModel, locate
+
+    assert locate(FaithfulnessConfig(checker="smollm2")) == BUILTIN_CHECKERS["smollm2"]
+    with pytest.raises(RecipeError, match="needs a checker"):
+        locate(FaithfulnessConfig())
+    with pytest.raises(RecipeError, match="no such checker"):
+        locate(FaithfulnessConfig(checker=str(tmp_path / "nowhere.json")))
+    raw = json.loads(BUILTIN_CHECKERS["smollm2"].read_text())
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**raw, "features": ["pmi_mean", "vibes"]}))
+    with pytest.raises(RecipeError, match=r"bad\.json: field `features` names \['vibes'\]"):
+        CheckerModel.read(bad)
+    bad.write_text(json.dumps({**raw, "format": "other"}))
+    with pytest.raises(RecipeError, match=r"bad\.json: field `format`"):
+        CheckerModel.read(bad)
+    recipe = load_recipe(_recipe_file(tmp_path, {"task": "generation", "data": {"train": "t.jsonl"},
+                                                 "evaluate": {"faithfulness": {"checker": "smollm2"}}}))
+    assert recipe.evaluate.faithfulness.checker == "smollm2"  # a built-in name is not resolved as a path
 
 
-@pytest.fixture(scope="session")
-def small_checker(faith_splits, tunewise, tmp_path_factory) -> Path:
-    """A small MiniLM checker trained with `tunewise run` on 120 real SummEdits training pairs (fp32, 2 epochs; 40
-    more carved off for validation, where `threshold: auto` picks its cut)."""
-    folder = tmp_path_factory.mktemp("checker")
-    summedits = [r for r in faith_splits["train"] if r["dataset"] == "summedits"]
-    for name, rows in (("train", summedits[:160]), ("test", faith_splits["validation"][:40])):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    recipe = {"name": "checker-small", "task": "classification", "seed": 13, "intended_use": "research",
-              "output_dir": str(folder / "runs"),
-              "data": {"train": {"path": "train.jsonl", "license": "Apache-2.0", "source": "summedits slice",
-                                 "contains_personal_data": False},
-                       "test": {"path": "test.jsonl", "license": "Apache-2.0"},
-                       "text_field": "summary", "text_pair_field": "evidence", "label_field": "label",
-                       "labels": ["faithful", "unfaithful"], "validation_fraction": 0.25},
-              "model": {"base": "minilm", "max_length": 128},
-              "train": {"epochs": 2, "batch_size": 16, "lr": 1e-4, "precision": "fp32", "device": "cpu",
-                        "early_stopping_patience": None},
-              "evaluate": {"bootstrap_samples": 200, "baselines": ["majority"]},
-              "audit": {"enabled": False}, "probes": {"enabled": False}}  # the checker's probes are not tested here
-    path = folder / "checker.yaml"
-    path.write_text("# tunewise run checker.yaml\n" + yaml.safe_dump(recipe), encoding="utf-8")
-    proc = tunewise("run", path, cwd=folder)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (root,) = (folder / "runs").iterdir()
-    return root
+# ---------------------------------------------------------------- the likelihood scorer and the checker
 
 
-def _with_number_changed(summary: str, source: str) -> tuple[str, str] | None:
-    """The summary with its first number that the source states replaced by one the source never mentions."""
-    for m in re.finditer(r"\d+", summary):
-        if m.group(0) in source:
-            new = str(int(m.group(0)) * 7 + 3)
-            if new not in source:
-                return summary[:m.start()] + new + summary[m.end():], new
+def test_cached_source_scoring_equals_a_plain_forward_pass(checker):
+    """The source's KV cache, repeated over a right-padded batch, gives each summary token the log-probability a
+    single forward pass over source + summary gives it."""
+    import torch
+
+    from tunewise.faithfulness.likelihood import SOURCE_HEADER, SUMMARY_HEADER
+
+    scorer = checker.scorer
+    source = "Anna: I paid 40 dollars for the bread.\nBen: That is a lot. Where did you buy it?\nAnna: At the market."
+    summaries = ["Anna paid 40 dollars for bread at the market.", "Ben paid 90 dollars.", "Anna shops."]
+    scored = scorer.score(source, summaries)
+    prefix = scorer._ids(SOURCE_HEADER.format(source=source)) + scorer._ids(SUMMARY_HEADER)
+    for summary, ts in zip(summaries, scored):
+        ids = scorer._ids(summary)
+        with torch.inference_mode():
+            logp = scorer.model(input_ids=torch.tensor([prefix + ids])).logits[0].float().log_softmax(-1)
+        plain = np.array([logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(ids)])
+        np.testing.assert_allclose(ts.conditional, plain, atol=2e-3)
+        assert [summary[a:b] for a, b in ts.offsets] and ts.offsets[-1][1] == len(summary)
+    # the source makes its own number likelier than an invented one
+    def pmi_of(k: int, word: str) -> np.ndarray:  # the tokens overlapping `word` (digits may be split)
+        start = summaries[k].index(word)
+        return scored[k].pmi[[i for i, (a, b) in enumerate(scored[k].offsets) if a < start + len(word) and b > start]]
+
+    assert pmi_of(0, "40").mean() > 1.0 > pmi_of(1, "90").mean()
+
+
+def _swap_in(summary: str, source: str) -> tuple[str, str] | None:
+    """The summary with its first name (a capitalised word the source states, not at the start) replaced by a
+    name the source never mentions."""
+    import re
+
+    for m in re.finditer(r"(?<=\s)[A-Z][a-z]{2,}", summary):
+        if m.group(0) in source and "Gwendolyn" not in source:
+            return summary[:m.start()] + "Gwendolyn" + summary[m.end():], "Gwendolyn"
     return None
 
 
-def test_checker_ranks_a_changed_number_above_the_faithful_original(small_checker, faith_splits):
-    from tunewise.faithfulness.checker import Checker
+def test_checker_prefers_the_source_s_facts_on_real_pairs(checker, bench_rows):
+    """Faithful real summaries (SummEdits and dialogue training rows) against the same summaries with a number or
+    a name swapped for one the source never states: the swapped ones score higher and show the inserted
+    words as unsupported spans; the invented number is flagged."""
     from tunewise.faithfulness.score import score_outputs
-    from tunewise.hardware import choose_placement
 
-    checker = Checker.load(small_checker, choose_placement("cpu", "fp32"))
-    originals = [r for r in faith_splits["test"] if r["dataset"] == "summedits" and r["label"] == "faithful"
-                 and _with_number_changed(r["summary"], r["source"])][:12]
-    assert len(originals) == 12
-    changed = [_with_number_changed(r["summary"], r["source"]) for r in originals]
-    sources = [r["source"] for r in originals]
-    cfg = FaithfulnessConfig(checker=str(small_checker), evidence_chars=500, threshold=0.5)
-    before = score_outputs([r["summary"] for r in originals], sources, checker, cfg)
-    after = score_outputs([text for text, _ in changed], sources, checker, cfg)
-
-    def rank(rec: dict) -> tuple:  # what the stage flags first: a failed check, then the checker's score
-        return ("number" in rec["flagged_by"], rec["score"])
-
-    for rec_before, rec_after, (_, new) in zip(before, after, changed):
-        assert rank(rec_after) > rank(rec_before)
-        assert rec_after["flagged"] and new in [u["text"] for u in rec_after["unsupported"] if u["kind"] == "number"]
-        assert "number" not in rec_before["flagged_by"]
-        assert 0.0 <= rec_after["score"] <= 1.0 and len(rec_after["sentences"]) >= 1
-    # the model itself reads the pair: its score moves when only the number changes
-    assert any(abs(a["summary_score"] - b["summary_score"]) > 1e-4 for a, b in zip(after, before))
+    faithful = [r for r in bench_rows if r["part"] == "train" and not r["unfaithful"] and not r["query"]
+                and len(r["source"]) < 1500]
+    with_name = [r for r in faithful if _swap_in(r["summary"], r["source"])][:4]
+    assert len(with_name) == 4
+    originals = [r["summary"] for r in with_name] + ["Anna paid 40 dollars for the bread."]
+    swapped = [_swap_in(r["summary"], r["source"])[0] for r in with_name] + ["Anna paid 4,870 dollars for the bread."]
+    sources = [r["source"] for r in with_name] + ["Anna: I paid 40 dollars for the bread.\nBen: That is a lot."]
+    cfg = FaithfulnessConfig(checker="smollm2", threshold=checker.threshold("sentence")[0])
+    before = score_outputs(originals, sources, checker, cfg)
+    after = score_outputs(swapped, sources, checker, cfg)
+    for b, a, new in zip(before, after, ["Gwendolyn"] * 4 + ["4,870"]):
+        assert a["summary_score"] > b["summary_score"]
+        assert any(new in u["text"] for u in a["unsupported"])
+        assert 0.0 <= a["score"] <= 1.0 and len(a["sentences"]) >= 1
+    assert after[-1]["flagged"] and "number" in after[-1]["flagged_by"] and not before[-1]["flagged"]
+    assert sum(a["score"] > b["score"] for a, b in zip(after, before)) >= 4  # the worst sentence, too
 
 
-def test_a_missing_checker_names_the_command_that_trains_it(tmp_path):
-    from tunewise.faithfulness.checker import locate
-
-    recipe = tmp_path / "checker.yaml"
-    recipe.write_text("# python make.py && tunewise run checker.yaml\nname: c\ndata: {train: t.jsonl}\n")
-    with pytest.raises(RunDirError, match=r"not trained yet.*`python make\.py && tunewise run checker\.yaml`"):
-        locate(FaithfulnessConfig(checker=str(recipe)))
-    with pytest.raises(RecipeError, match="no such run directory or recipe file"):
-        locate(FaithfulnessConfig(checker=str(tmp_path / "nowhere")))
-    with pytest.raises(RecipeError, match="needs a checker"):
-        locate(FaithfulnessConfig())
+def test_checker_ranks_seeds_above_their_unfaithful_edits(checker, shared_data):
+    """SummEdits test documents: a verified seed summary against its edits that annotators marked inconsistent
+    (seed_id and the label pick the pairs here; the checker sees only source and summary)."""
+    docs = {d["doc_id"]: d["source"] for d in map(json.loads, open(shared_data / "summedits" / "docs.jsonl"))}
+    pairs = [json.loads(line) for line in open(shared_data / "summedits" / "pairs.jsonl")]
+    by_id = {p["id"]: p for p in pairs}
+    chosen = []
+    for p in pairs:  # the first unfaithful edit of each of the first short test documents
+        if (p["split"] == "test" and p["label"] == 0 and p["system"] == "edit" and len(docs[p["doc_id"]]) < 1200
+                and p["doc_id"] not in {c[0]["doc_id"] for c in chosen}):
+            chosen.append((by_id[p["seed_id"]], p))
+        if len(chosen) == 8:
+            break
+    seeds = checker.assess([s["summary"] for s, _ in chosen], [docs[s["doc_id"]] for s, _ in chosen])
+    edits = checker.assess([e["summary"] for _, e in chosen], [docs[e["doc_id"]] for _, e in chosen])
+    wins = sum(e.summary_score > s.summary_score for s, e in zip(seeds, edits))
+    assert wins >= 6, [(s.summary_score, e.summary_score) for s, e in zip(seeds, edits)]
 
 
 # ---------------------------------------------------------------- the stage on a generation run
 
 
 @pytest.fixture(scope="module")
-def generation_run(small_checker, tmp_path_factory):
+def generation_run(tmp_path_factory):
     """A summarization run whose data/train/evaluate hold realistically shaped outputs on real DialogSum dialogues
     (the card tests' run: annotator summaries as the fine-tuned outputs, the dialogue's first 30 words as the base
     model's), with the faithfulness stage run for real on it."""
@@ -243,9 +273,13 @@ def generation_run(small_checker, tmp_path_factory):
 
     rows = _rows()
     recipe = make_recipe(tmp_path_factory.mktemp("gen"))
-    recipe.evaluate.faithfulness.checker = str(small_checker)
-    recipe.evaluate.faithfulness.evidence_chars = 500
+    recipe.evaluate.faithfulness.checker = "smollm2"
     metrics, ft_lines, base_lines = make_eval(rows)
+    # the first N_OUTPUTS prompts only: SmolLM2 reads every source on CPU, so fewer outputs keep the test short
+    ft_lines = ft_lines[:N_OUTPUTS]
+    kept = {line["id"] for line in ft_lines}
+    base_lines = [line for line in base_lines if line["id"] in kept]  # the same prompts, paired
+    metrics["n_scored"] = N_OUTPUTS
     ft_lines[1]["prediction"] += " They paid 9731 dollars in Zanzibar."  # an invented number and place
     rd = RunDir.for_recipe(recipe)
     rd.run_stage("data", lambda out: atomic_write_json(out / "summary.json", DATA_SUMMARY))
@@ -267,25 +301,26 @@ def test_stage_writes_its_artifact_side_by_side(generation_run, jsonl):
     rd, outcome = generation_run["rd"], generation_run["outcome"]
     assert outcome.ran and "faithfulness:" in outcome.message and "fine_tuned vs base_model" in outcome.message
     res = FaithfulnessResults.read(rd.stage_dir("faithfulness") / FaithfulnessResults.FILE)
-    assert res.model_order() == ["fine_tuned", "base_model"] and res.n_scored == 40
+    assert res.model_order() == ["fine_tuned", "base_model"] and res.n_scored == N_OUTPUTS
     assert res.settings.source == "prompt-template column `dialogue`"
-    assert res.settings.threshold_source.startswith("auto: the best balanced accuracy") and 0 < res.settings.threshold < 1
+    assert res.settings.threshold_source.startswith("auto: the cut with the best balanced accuracy")
+    assert 0 < res.settings.threshold < 1
     for name in res.models:  # the flags follow the cut the stage chose
         for s in jsonl(rd.root / res.models[name].scores):
             assert all(x["flagged"] == (x["score"] >= res.settings.threshold) for x in s["sentences"])
     for name, m in res.models.items():
-        assert m.flagged.n == 40 and m.flagged.ci_low <= m.flagged.value <= m.flagged.ci_high
+        assert m.flagged.n == N_OUTPUTS and m.flagged.ci_low <= m.flagged.value <= m.flagged.ci_high
         scores = jsonl(rd.root / m.scores)
-        assert len(scores) == 40 and m.flagged.value == pytest.approx(np.mean([s["flagged"] for s in scores]))
+        assert len(scores) == N_OUTPUTS and m.flagged.value == pytest.approx(np.mean([s["flagged"] for s in scores]))
         assert m.sentences == sum(len(s["sentences"]) for s in scores)
     (c,) = res.comparisons
     assert c.diff == pytest.approx(res.models["fine_tuned"].flagged.value - res.models["base_model"].flagged.value)
-    assert c.ci_low <= c.diff <= c.ci_high and c.n == 40
+    assert c.ci_low <= c.diff <= c.ci_high and c.n == N_OUTPUTS
     invented = next(s for s in jsonl(rd.stage_dir("faithfulness") / "scores.jsonl")
                     if s["id"] == generation_run["ft_lines"][1]["id"])
     assert invented["flagged"] and "number" in invented["flagged_by"]
     assert {("9731", "number"), ("Zanzibar", "name")} <= {(u["text"], u["kind"]) for u in invented["unsupported"]}
-    assert res.checker.run_id == Path(res.checker.run).name and len(res.checker.model_sha256) == 64
+    assert res.checker.lm == "smollm2" and len(res.checker.sha256) == 64 and "pmi_mean" in " ".join(res.checker.features)
     assert generation_run["again"]().ran is False  # unchanged inputs: nothing to do
 
 
@@ -295,7 +330,7 @@ def test_card_section_shows_shares_and_escaped_highlights(generation_run):
     rd = generation_run["rd"]
     md = faithfulness_section.markdown(rd)
     assert md.startswith("## Faithfulness to the source") and "| `fine_tuned` |" in md and "| `base_model` |" in md
-    assert "paired over the same 40 prompts" in md
+    assert f"paired over the same {N_OUTPUTS} prompts" in md and "`smollm2` log-probabilities" in md
     html = faithfulness_section.html(rd)
     assert '<mark class="faith-fact faith-number" title="a number the source never mentions">9731</mark>' in html
     assert "<script>" not in html  # the hostile output (example 0) is escaped wherever it appears

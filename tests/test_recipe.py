@@ -365,6 +365,28 @@ def test_a_permissive_card_licence_over_non_commercial_data_is_refused():
     assert validate_recipe(raw).card.license == "other"
 
 
+@pytest.mark.parametrize("example, licence, data_terms", [
+    ("dialogsum.yaml", "cc-by-nc-sa-4.0", "CC-BY-NC-SA-4.0"),
+    ("multi30k.yaml", "other", "custom-research-non-commercial"),
+])
+def test_non_commercial_examples_ship_a_non_commercial_card(example, licence, data_terms):
+    """The examples trained on non-commercial data: their card carries the data's terms, and putting apache-2.0
+    back (what they once shipped) is refused at recipe time, naming the field and the data file's licence."""
+    from tunewise.card.model_card import data_licences
+    from tunewise.licences import hub_licence_name, model_licence_note
+
+    recipe = load_recipe(REPO / "examples" / example)
+    assert recipe.card.license == licence
+    assert load_recipe(REPO / "examples" / example, ["card.license=auto"]).card.license == licence
+    note = model_licence_note(recipe.card.license, data_licences(recipe))
+    assert note.startswith(f"{licence}: non-commercial use only") and f"data.train ({data_terms})" in note
+    assert hub_licence_name(recipe.card.license, data_licences(recipe)) == (
+        data_terms.lower() if licence == "other" else None)
+    with pytest.raises(RecipeError, match=rf"card.license 'apache-2.0' would allow commercial use .* data.train, "
+                                          rf"which is licensed {data_terms}"):
+        load_recipe(REPO / "examples" / example, ["card.license=apache-2.0"])
+
+
 def test_run_id_does_not_depend_on_where_the_checkout_sits(tmp_path):
     """Two clones of the same recipe and data get one run id; changed data gets another."""
     ids = []

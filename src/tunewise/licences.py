@@ -35,3 +35,26 @@ def model_licence_for(data_licences: dict[str, str | None]) -> tuple[str, str]:
             chosen = hub if HUB_CC_NC.match(hub) else "other"
             return chosen, f"data.{split} is licensed {lic}, whose non-commercial terms bind the fine-tuned weights"
     return "apache-2.0", "no data licence restricts the weights; apache-2.0 is the built-in base models' licence"
+
+
+def binding_terms(data_licences: dict[str, str | None]) -> dict[str, str]:
+    """{split: licence} of the data whose non-commercial terms bind the weights."""
+    return {split: lic for split, lic in data_licences.items() if lic and is_non_commercial(lic)}
+
+
+def model_licence_note(card_licence: str, data_licences: dict[str, str | None]) -> str:
+    """What the card says beside the model's licence id: where non-commercial data terms carry over, which data
+    files they come from (the hub id `other` alone says nothing about the terms)."""
+    bound = binding_terms(data_licences)
+    if not bound:
+        return card_licence
+    files = ", ".join(f"data.{split} ({lic})" for split, lic in bound.items())
+    return f"{card_licence}: non-commercial use only, carrying the terms of {files}"
+
+
+def hub_licence_name(card_licence: str, data_licences: dict[str, str | None]) -> str | None:
+    """`license_name` for a card licensed `other` (the hub asks for one): the binding data licence's id."""
+    if card_licence != "other":
+        return None
+    bound = binding_terms(data_licences)
+    return canonical(next(iter(bound.values()))).lower() if bound else None

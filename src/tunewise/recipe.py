@@ -156,9 +156,9 @@ class FaithfulnessConfig(_Strict):
     per sentence, for content its source does not support; fine-tuned and base model side by side."""
 
     enabled: bool | Literal["auto"] = Field("auto", description="Run the faithfulness stage in `tunewise run`. `auto`: for generation recipes with a `checker`.")
-    checker: str | None = Field(None, description="The checker: a tunewise run directory of a trained faithfulness classifier, or the recipe file that trains one (its run is found in that recipe's output_dir), e.g. `examples/faithfulness-checker.yaml`. Relative to the recipe file (to the cwd when given as an override).")
+    checker: str | None = Field(None, description="The checker: `smollm2` (built in: SmolLM2 reads each output with and without its source; a logistic regression fitted on human labels combines the token log-probabilities with transparent checks), or a checker file written by `python bench/faithfulness.py --fit-out FILE` (relative to the recipe file; to the cwd when given as an override).")
     source_field: str | None = Field(None, description="The data.prompt_template column that holds the source the output must be faithful to. null: the template's last column; the whole prompt without a template.")
-    threshold: float | Literal["auto"] = Field("auto", description="A sentence (or summary) whose checker probability of `unfaithful` is at or above this is flagged. `auto`: the cut with the highest balanced accuracy on the checker's own validation split (documents it was not trained on), so a checker whose probabilities lean one way still flags at a sensible point; 0.5 when the checker has no validation split.")
+    threshold: float | Literal["auto"] = Field("auto", description="A sentence (or summary) whose checker probability of `unfaithful` is at or above this is flagged. `auto`: the checker file's cut for the chosen `unit`, the one with the highest balanced accuracy on out-of-fold predictions for its training documents.")
 
     @field_validator("threshold")
     @classmethod
@@ -166,10 +166,17 @@ class FaithfulnessConfig(_Strict):
         if v != "auto" and not 0 < v < 1:
             raise ValueError("must be `auto` or a probability strictly between 0 and 1")
         return v
-    unit: Literal["sentence", "summary"] = Field("sentence", description="`sentence`: each output sentence is checked against its own evidence and the output is flagged when any sentence is; `summary`: the whole output is checked at once.")
-    evidence_chars: int = Field(500, ge=100, le=100_000, description="Characters of the source the checker reads per claim: the whole source when it fits, else the parts sharing the most rare words with the claim (as the checker was trained; see examples/data/make_faithfulness.py).")
+    unit: Literal["sentence", "summary"] = Field("sentence", description="`sentence`: each output sentence gets its own score (its tokens read after the source and the sentences before it) and the output is flagged when any sentence is; `summary`: the whole output is scored at once.")
     transparent_checks: bool = Field(True, description="Also flag an output that states a number (in digits) its source never mentions; number words, names and dates the source lacks are shown, not flagged.")
-    batch_size: int = Field(64, ge=1, le=4096, description="Claims per checker forward pass.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Outputs of one source per LM forward pass (they share the source's KV cache).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data):
+        # `evidence_chars` fed the retired MiniLM checker; recipes saved in older run directories still carry it.
+        if isinstance(data, dict) and "evidence_chars" in data:
+            data = {k: v for k, v in data.items() if k != "evidence_chars"}
+        return data
 
 
 class EvaluateConfig(_Strict):
@@ -492,7 +499,7 @@ class Recipe(_Strict):
         if Path(self.model.base).is_absolute():
             payload["model"]["base"] = Path(self.model.base).name
         payload["probes"]["crows_pairs_path"] = Path(self.probes.crows_pairs_path).name  # its CSV is a hashed input
-        if self.evaluate.faithfulness.checker is not None:  # its weights are the faithfulness stage's hashed inputs
+        if self.evaluate.faithfulness.checker is not None:  # its file is the faithfulness stage's hashed input
             payload["evaluate"]["faithfulness"]["checker"] = Path(self.evaluate.faithfulness.checker).name
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:8]
 
@@ -709,7 +716,7 @@ def _resolve_paths(recipe: Recipe, base_dir: Path, origin: dict[str, str]) -> No
             f.path = str(((Path.cwd() if "guard.benign_eval" in origin else base_dir) / f.path).resolve())
     recipe.probes.crows_pairs_path = _resolve_crows_pairs(recipe, base_dir, origin)
     checker = recipe.evaluate.faithfulness.checker
-    if checker is not None and not Path(checker).is_absolute():  # like a data path
+    if checker is not None and Path(checker).suffix and not Path(checker).is_absolute():  # a file: like a data path
         from_cli = any(key.startswith("evaluate.faithfulness") or key == "evaluate" for key in origin)
         candidate = (Path.cwd() if from_cli else base_dir) / checker
         recipe.evaluate.faithfulness.checker = str(candidate.resolve())

@@ -1,9 +1,10 @@
 """faithfulness/faithfulness.json: how many generated outputs state something their source does not support, for
-the fine-tuned model and the base model side by side, as judged by a fine-tuned checker (evaluate.faithfulness).
+the fine-tuned model and the base model side by side, as judged by the faithfulness checker (evaluate.faithfulness).
 
-Each output is split into sentences; the checker (a tunewise classification run over (claim, evidence) sentence
-pairs) gives each sentence, and the whole output, a probability of being unfaithful; transparent checks list the
-numbers, names and dates the source never mentions. An output is flagged when a sentence (or, with
+Each output is split into sentences; the checker (a causal LM read with and without the source, its token
+log-probabilities combined with transparent checks by a fitted logistic regression) gives each sentence, and the
+whole output, a probability of being unfaithful; transparent checks list the numbers, names and dates the source
+never mentions, and the words the source does not make likelier. An output is flagged when a sentence (or, with
 `unit: summary`, the whole output) reaches the threshold, or when a transparent check that flags fires. The
 per-output details are in faithfulness/scores*.jsonl; the card and the report read this file.
 """
@@ -27,16 +28,16 @@ class Share(Strict):
 
 
 class CheckerFacts(Strict):
-    """Which checker judged, and how well it did on its own held-out test set."""
+    """Which checker judged, and how well it did on held-out human labels."""
 
-    run: str = Field(description="The checker's run directory (a tunewise classification run).")
-    run_id: str = Field(description="The checker run's id (name-fingerprint).")
-    base_model: str = Field(description="The checker's base model.")
-    model_sha256: str = Field(description="sha256 of the checker's weights file.")
-    unfaithful_label: str = Field(description="The checker's label whose probability is the unfaithfulness score.")
-    test_rows: int = Field(description="Rows of the checker's own test split.")
-    test_accuracy: float = Field(description="The checker's accuracy on its own test split (its eval/metrics.json).")
-    test_macro_f1: float = Field(description="The checker's macro-F1 on its own test split.")
+    name: str = Field(description="The checker's name (from its file).")
+    path: str = Field(description="The checker file (the fitted combination, JSON).")
+    lm: str = Field(description="The causal LM whose token log-probabilities it reads.")
+    sha256: str = Field(description="sha256 of the checker file.")
+    features: list[str] = Field(description="The features its logistic regression combines.")
+    fitted_on: str = Field(description="The human-labelled summaries it was fitted on, in words.")
+    benchmark: dict = Field(description="Balanced accuracy and ROC AUC (with 95% CIs over documents) on held-out "
+                                        "documents, per dataset, as bench/faithfulness.py measured them.")
 
 
 class FaithfulnessSettings(Strict):
@@ -46,7 +47,7 @@ class FaithfulnessSettings(Strict):
     threshold_source: str = Field(description="Where the threshold came from: the recipe, or (`auto`) the checker's "
                                               "validation split, with the balanced accuracy it reached there.")
     unit: str = Field(description="`sentence` (an output is flagged when any sentence is) or `summary`.")
-    evidence_chars: int = Field(description="Characters of source read per claim.")
+    max_source_tokens: int = Field(description="Source tokens the LM reads (longer sources keep their start).")
     transparent_checks: bool = Field(description="Whether a number (in digits) absent from the source flags an output.")
     source: str = Field(description="Where each output's source was taken from (a prompt-template column or the "
                                     "whole prompt).")
@@ -91,7 +92,7 @@ class FaithfulnessResults(Artifact):
 
     FILE = "faithfulness.json"
     STAGE = "faithfulness"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     n_scored: int = Field(description="Test outputs scored per model (those eval/ scored).")
     confidence: float = Field(description="Confidence level of every interval (evaluate.confidence).")

@@ -12,7 +12,8 @@ from tunewise.rundir import RunDir
 
 SHOWN_PER_MODEL = 8  # flagged outputs shown in the report, per model
 KIND_TITLES = {"number": "a number the source never mentions", "number_word": "a number word the source never states",
-               "date": "a date the source never mentions", "name": "a name the source never mentions"}
+               "date": "a date the source never mentions", "name": "a name the source never mentions",
+               "low_support": "words the source does not make likelier (low PMI) and that stay unlikely given it"}
 
 
 def _results(rd: RunDir):
@@ -46,9 +47,11 @@ def _intro(res) -> str:
     rule = (f"a sentence's probability of being unsupported reaches {cut}" if s.unit == "sentence"
             else f"the whole output's probability of being unsupported reaches {cut}")
     checks = " or when it states a number (in digits) the source never mentions" if s.transparent_checks else ""
-    return (f"A fine-tuned checker (`{c.run_id}`, `{c.base_model}` cross-encoder; accuracy {c.test_accuracy:.3f}, "
-            f"macro-F1 {c.test_macro_f1:.3f} on its own held-out test set of {c.test_rows:,} human-labelled "
-            f"summaries) read each of the {res.n_scored:,} test outputs per model against its source "
+    held = "; ".join(f"balanced accuracy {b['balanced_accuracy']:.3f} on {name} ({b['n']:,} held-out summaries)"
+                     for name, b in c.benchmark.items() if isinstance(b, dict) and "balanced_accuracy" in b)
+    return (f"The checker `{c.name}` (`{c.lm}` log-probabilities of each token with and without the source, "
+            f"combined with transparent checks by a logistic regression{'; ' + held if held else ''}) read each of "
+            f"the {res.n_scored:,} test outputs per model against its source "
             f"({s.source}). An output is flagged when {rule}{checks}. Intervals: {res.confidence:.0%} percentile "
             f"bootstrap over outputs ({res.n_resamples:,} resamples).")
 

@@ -21,6 +21,7 @@ from tunewise.artifacts.metrics import Metrics
 from tunewise.artifacts.train import TrainSummary
 from tunewise.card import governance, tables
 from tunewise.card.sections import sections_for
+from tunewise.licences import hub_licence_name, model_licence_note
 from tunewise.recipe import Recipe
 from tunewise.tasks import task_for
 
@@ -65,6 +66,7 @@ def build_model_card(recipe: Recipe, metrics: Metrics, train_summary: TrainSumma
         model_name=recipe.card.model_name or recipe.name,
         language=list(recipe.card.language),
         license=recipe.card.license,
+        license_name=hub_licence_name(recipe.card.license, data_licences(recipe)),
         library_name="peft" if lora else "transformers",  # a LoRA run saves an adapter that peft loads
         pipeline_tag=task.pipeline_tag,
         tags=tags,
@@ -77,6 +79,10 @@ def build_model_card(recipe: Recipe, metrics: Metrics, train_summary: TrainSumma
     body = render_card_body(recipe, metrics, train_summary, data_summary, datacard_path=datacard_path,
                             examples=examples, audit=audit, gov=gov)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n\n{body}")
+
+
+def data_licences(recipe: Recipe) -> dict[str, str | None]:
+    return {split: f.license for split in ("train", "validation", "test") if (f := getattr(recipe.data, split))}
 
 
 def hub_base_model(base: str) -> str | None:
@@ -309,6 +315,7 @@ def render_card_body(recipe: Recipe, metrics: Metrics, train_summary: TrainSumma
         "training": training_rows(recipe, train_summary),
         "bootstrap": _bootstrap_words(metrics),
         "limitations": list(recipe.card.limitations),
+        "licence_note": model_licence_note(recipe.card.license, data_licences(recipe)),
         "version": tunewise.__version__,
     })
     return render(template_env(autoescape=False), "model_card", "md", recipe, ctx)

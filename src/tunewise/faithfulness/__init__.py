@@ -6,8 +6,10 @@ predictions files); writes faithfulness/:
   scores.jsonl                   one line per fine-tuned output: sentence scores, unsupported spans, flag, reasons
   scores_<model>.jsonl           the same for the base model (and any other model evaluate scored)
 
-The checker is a tunewise classification run (examples/faithfulness-checker.yaml) found through
-`evaluate.faithfulness.checker`; its weights are this stage's hashed inputs, so retraining it reruns the stage.
+The checker (`evaluate.faithfulness.checker`: the built-in `smollm2`, or a checker file fitted by
+`python bench/faithfulness.py --fit-out FILE`) reads each output with a causal LM, with and without its source, and
+combines the token log-probabilities with transparent checks in a small logistic regression (checker.py). The
+checker file is this stage's hashed input, so refitting it reruns the stage.
 """
 
 from __future__ import annotations
@@ -44,29 +46,27 @@ def run(rd: "RunDir", options: "RunOptions") -> "StageOutcome":
 
         raise RecipeError(f"evaluate.faithfulness scores generated outputs; task '{rd.recipe.task}' generates "
                           f"none (set evaluate.faithfulness.enabled=false)")
-    root = locate(rd.recipe.evaluate.faithfulness)
-    return rd.run_stage("faithfulness", lambda out: write(rd, root, out), external_inputs=checker_inputs(root),
-                        force=options.force)
+    checker_file = locate(rd.recipe.evaluate.faithfulness)
+    return rd.run_stage("faithfulness", lambda out: write(rd, checker_file, out),
+                        external_inputs=checker_inputs(checker_file), force=options.force)
 
 
-def write(rd: "RunDir", checker_root: Path, out: Path) -> str:
+def write(rd: "RunDir", checker_file: Path, out: Path) -> str:
     import numpy as np
 
     from tunewise.artifacts.faithfulness import FaithfulnessResults
     from tunewise.artifacts.metrics import Metrics
     from tunewise.faithfulness.checker import Checker
     from tunewise.faithfulness.score import SourceReader, paired_difference, score_outputs, share_interval
-    from tunewise.hardware import choose_placement
     from tunewise.rundir import atomic_write_jsonl
 
     recipe = rd.recipe
     cfg, ev = recipe.evaluate.faithfulness, recipe.evaluate
     metrics = Metrics.read(rd.stage_dir("evaluate") / Metrics.FILE)
     reader = SourceReader.for_recipe(recipe)
-    checker = Checker.load(checker_root, choose_placement(recipe.train.device, recipe.train.precision),
-                           batch_size=cfg.batch_size)
+    checker = Checker.load(checker_file, batch_size=cfg.batch_size)
     boot = {"n_resamples": ev.bootstrap_samples, "confidence": ev.confidence, "seed": recipe.seed}
-    threshold, threshold_source = (checker.validation_cut() if cfg.threshold == "auto"
+    threshold, threshold_source = (checker.threshold(cfg.unit) if cfg.threshold == "auto"
                                    else (cfg.threshold, "evaluate.faithfulness.threshold"))
     cfg = cfg.model_copy(update={"threshold": threshold})
 
@@ -112,7 +112,8 @@ def write(rd: "RunDir", checker_root: Path, out: Path) -> str:
     results = FaithfulnessResults(
         n_scored=metrics.n_scored, confidence=ev.confidence, n_resamples=ev.bootstrap_samples,
         checker=checker.facts(),
-        settings={"threshold": threshold, "threshold_source": threshold_source, "unit": cfg.unit, "evidence_chars": cfg.evidence_chars,
+        settings={"threshold": threshold, "threshold_source": threshold_source, "unit": cfg.unit,
+                  "max_source_tokens": checker.model.max_source_tokens,
                   "transparent_checks": cfg.transparent_checks, "source": reader.describe()},
         models=models, comparisons=comparisons)
     results.write(out)

@@ -1,141 +1,146 @@
-"""The checker: a tunewise classification run over (claim, evidence) sentence pairs, found from the recipe's
-`evaluate.faithfulness.checker` (a run directory, or the recipe file that trains one), loaded once, and asked for
-each claim's probability of being unfaithful."""
+"""The checker: a causal LM read as a likelihood scorer (tunewise.faithfulness.likelihood) plus a small logistic
+regression over the features of each claim (tunewise.faithfulness.features), fitted on human-labelled summaries by
+`python bench/faithfulness.py --fit-out FILE`. The fitted combination is one small JSON file: the built-in
+`smollm2` checker ships in this package; `evaluate.faithfulness.checker` may name another such file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tunewise.errors import RecipeError, RunDirError
-from tunewise.recipe import FaithfulnessConfig, Recipe
+import numpy as np
 
-UNFAITHFUL = "unfaithful"  # the checker's label whose probability is the unfaithfulness score
-WEIGHTS = "model.safetensors"
+from tunewise.errors import RecipeError
+from tunewise.faithfulness.features import FEATURES, claim_features, low_support_spans
+from tunewise.faithfulness.text import Span, sentence_spans
 
-
-def train_command(recipe_path: Path) -> str:
-    """How to train the checker a recipe describes: the recipe's own first-line command when it has one
-    (examples start with it, data preparation included), else `tunewise run RECIPE`."""
-    try:
-        first = recipe_path.read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
-        first = ""
-    if first.startswith("#") and "tunewise run" in first:
-        return first.lstrip("# ").strip()
-    return f"tunewise run {recipe_path}"
+BUILTIN_CHECKERS = {"smollm2": Path(__file__).with_name("smollm2_checker.json")}
+FORMAT = "tunewise-faithfulness-checker/1"
 
 
-def locate(cfg: FaithfulnessConfig) -> Path:
-    """The checker's run directory; a clear error, with the command that trains it, when there is none yet."""
+@dataclass
+class CheckerModel:
+    """The fitted combination: standardise the features, then a logistic regression for P(unfaithful)."""
+
+    name: str
+    lm: str
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    thresholds: dict[str, float]               # per unit ("summary", "sentence"): the cut on P(unfaithful)
+    threshold_note: str                        # how the cuts were chosen
+    max_source_tokens: int = 2048
+    fitted_on: dict[str, Any] = field(default_factory=dict)   # data, rows, documents, C, cross-validation
+    benchmark: dict[str, Any] = field(default_factory=dict)   # held-out balanced accuracy, filled by the bench
+    format: str = FORMAT
+
+    def prob(self, X: np.ndarray) -> np.ndarray:
+        """P(unfaithful) per row of a features matrix (columns in `self.features` order)."""
+        X = np.atleast_2d(np.asarray(X, dtype=float))
+        z = ((X - np.array(self.mean)) / np.array(self.scale)) @ np.array(self.coef) + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> "CheckerModel":
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{path}: not a readable faithfulness checker file ({exc})") from None
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise RecipeError(f"{path}: field `format` must be {FORMAT!r} (a file written by "
+                              f"`python bench/faithfulness.py --fit-out FILE`)")
+        unknown = [f for f in raw.get("features", []) if f not in FEATURES]
+        if unknown:
+            raise RecipeError(f"{path}: field `features` names {unknown}, which this tunewise does not compute; "
+                              f"known: {', '.join(FEATURES)}")
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
+
+
+def locate(cfg) -> Path:
+    """The checker file `evaluate.faithfulness.checker` names: a built-in name or a checker JSON file."""
     if cfg.checker is None:
-        raise RecipeError("evaluate.faithfulness needs a checker: set evaluate.faithfulness.checker to a trained "
-                          "checker's run directory or to its recipe (e.g. examples/faithfulness-checker.yaml), or "
-                          "turn the stage off with evaluate.faithfulness.enabled=false")
+        raise RecipeError("evaluate.faithfulness needs a checker: set evaluate.faithfulness.checker to `smollm2` "
+                          "(the built-in one) or to a checker file written by `python bench/faithfulness.py "
+                          "--fit-out FILE`, or turn the stage off with evaluate.faithfulness.enabled=false")
+    if cfg.checker in BUILTIN_CHECKERS:
+        return BUILTIN_CHECKERS[cfg.checker]
     path = Path(cfg.checker)
-    if path.is_dir():
-        root, command = path, None
-    elif path.is_file() and path.suffix in (".yaml", ".yml"):
-        from tunewise.recipe import load_recipe
-
-        checker_recipe = load_recipe(path)
-        root = Path(checker_recipe.output_dir) / f"{checker_recipe.name}-{checker_recipe.fingerprint()}"
-        command = train_command(path)
-    else:
-        raise RecipeError(f"evaluate.faithfulness.checker={cfg.checker}: no such run directory or recipe file; "
-                          f"expected a trained checker's run directory or the .yaml recipe that trains it")
-    from tunewise.rundir import RunDir
-
-    rd = RunDir.open(root) if (root / "manifest.json").is_file() else None
-    if rd is None or not (rd.is_done("train") and rd.is_done("evaluate")):
-        how = (f"train it first: `{command}` (run from the folder that holds its output_dir; here that is "
-               f"{Path.cwd()})" if command else f"finish that run first: `tunewise run {root / 'recipe.yaml'}`")
-        raise RunDirError(f"the faithfulness checker is not trained yet: no finished run at {root.resolve()}; "
-                          f"{how}")
-    return root
+    if not path.is_file() or path.suffix != ".json":
+        raise RecipeError(f"evaluate.faithfulness.checker={cfg.checker}: no such checker; expected a built-in "
+                          f"name ({', '.join(BUILTIN_CHECKERS)}) or a .json file written by "
+                          f"`python bench/faithfulness.py --fit-out FILE`")
+    return path
 
 
-def checker_inputs(root: Path) -> list[Path]:
-    """The checker's files whose hashes decide whether the faithfulness stage must run again."""
-    return [root / "model" / WEIGHTS, root / "data" / "labels.json"]
+def checker_inputs(path: Path) -> list[Path]:
+    """The files whose hashes decide whether the faithfulness stage must run again."""
+    return [path]
+
+
+@dataclass
+class Assessment:
+    """One output: P(unfaithful) of the whole output and of each sentence, and the low-support word spans."""
+
+    summary_score: float | None
+    sentences: list[tuple[Span, float]]
+    low_support: list[Span]
 
 
 @dataclass
 class Checker:
-    """A loaded checker: `score(claims, evidences)` gives each claim's probability of being unfaithful."""
+    """A loaded checker: `assess(outputs, sources)` scores each output against its source."""
 
-    root: Path
-    recipe: Recipe
-    task: Any
-    model: Any
-    tokenizer: Any
-    labels: list[str]
-    placement: Any
+    path: Path
+    model: CheckerModel
+    scorer: Any
 
     @classmethod
-    def load(cls, root: Path, placement, batch_size: int | None = None) -> "Checker":
-        from tunewise.artifacts.rows import load_labels
-        from tunewise.rundir import RunDir
-        from tunewise.tasks import task_for
+    def load(cls, path: Path, batch_size: int | None = None, threads: int | None = None) -> "Checker":
+        from tunewise.faithfulness.likelihood import LikelihoodScorer
 
-        rd = RunDir.open(root)
-        task = task_for(rd.recipe)
-        if task.family != "classifier" or rd.recipe.data.text_pair_field is None:
-            raise RecipeError(f"evaluate.faithfulness.checker: {root} is a {rd.recipe.task} run without "
-                              f"data.text_pair_field; a checker is a classification run over (claim, evidence) "
-                              f"pairs (see examples/faithfulness-checker.yaml)")
-        labels = load_labels(rd.stage_dir("data"))
-        if UNFAITHFUL not in labels:
-            raise RecipeError(f"evaluate.faithfulness.checker: {root} predicts {labels}; a checker must have the "
-                              f"label '{UNFAITHFUL}'")
-        model_dir = rd.stage_dir("train")
-        recipe = rd.recipe.model_copy(deep=True)
-        if batch_size is not None:  # claims per forward pass: the task predicts in train.eval_batch_size batches
-            recipe.train.eval_batch_size = batch_size
-        return cls(root, recipe, task, task.load_model(model_dir), task.load_tokenizer(model_dir), labels, placement)
+        model = CheckerModel.read(path)
+        scorer = LikelihoodScorer.load(model.lm, max_source_tokens=model.max_source_tokens,
+                                       batch_size=batch_size or 8, threads=threads)
+        return cls(path, model, scorer)
 
     def facts(self) -> dict[str, Any]:
-        from tunewise.artifacts.metrics import Metrics
-        from tunewise.rundir import RunDir, sha256_file
+        return {"name": self.model.name, "path": str(self.path.resolve()), "lm": self.model.lm,
+                "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest(), "features": list(self.model.features),
+                "fitted_on": self.model.fitted_on.get("description", ""), "benchmark": self.model.benchmark}
 
-        rd = RunDir.open(self.root)
-        evaluated = Metrics.read(rd.stage_dir("evaluate") / Metrics.FILE)
-        scores = evaluated.fine_tuned().metrics
-        return {"run": str(self.root.resolve()), "run_id": self.root.name, "base_model": self.recipe.model.base,
-                "model_sha256": sha256_file(self.root / "model" / WEIGHTS), "unfaithful_label": UNFAITHFUL,
-                "test_rows": evaluated.n_scored, "test_accuracy": scores["accuracy"].value,
-                "test_macro_f1": scores["macro_f1"].value}
+    def threshold(self, unit: str) -> tuple[float, str]:
+        return float(self.model.thresholds[unit]), self.model.threshold_note
 
-    def validation_cut(self) -> tuple[float, str]:
-        """The cut on P(unfaithful) with the highest balanced accuracy on the checker's validation split (its own
-        held-out documents, scored as it was trained), and where it came from; 0.5 when there is no such split."""
-        import numpy as np
+    def assess(self, outputs: list[str], sources: list[str]) -> list[Assessment]:
+        """Outputs sharing a source share its LM pass (the source's KV cache)."""
+        by_source: dict[str, list[int]] = {}
+        for i, (output, source) in enumerate(zip(outputs, sources)):
+            if sentence_spans(output):
+                by_source.setdefault(source, []).append(i)
+        result = [Assessment(None, [], []) for _ in outputs]
+        for source, idx in by_source.items():
+            scores = self.scorer.score(source, [outputs[i] for i in idx])
+            for i, ts in zip(idx, scores):
+                result[i] = self.assess_scored(outputs[i], source, ts.offsets, ts.conditional, ts.unconditional)
+        return result
 
-        from tunewise.artifacts.rows import available_splits, load_split
-
-        data_dir = self.root / "data"
-        rows = load_split(data_dir, "validation") if "validation" in available_splits(data_dir) else []
-        y = np.array([r.label == UNFAITHFUL for r in rows])
-        if len(set(y.tolist())) < 2:
-            return 0.5, "0.5 (the checker has no validation split with both labels to choose a cut on)"
-        probs = self.task.predict(self.model, self.tokenizer, rows, self.recipe, self.placement)
-        score = probs[:, self.labels.index(UNFAITHFUL)]
-        cuts = np.unique(score)
-        bacc = [0.5 * ((score[y] >= c).mean() + (score[~y] < c).mean()) for c in cuts]
-        best = int(np.argmax(bacc))
-        return float(cuts[best]), (f"auto: the best balanced accuracy ({bacc[best]:.3f}) on the checker's "
-                                   f"validation split ({len(rows)} summaries)")
-
-    def score(self, claims: list[str], evidences: list[str]):
-        """P(unfaithful) per claim (a numpy array, in order)."""
-        import numpy as np
-
-        from tunewise.artifacts.rows import Row
-
-        if not claims:
-            return np.zeros(0, dtype=np.float32)
-        rows = [Row(str(i), claim, self.labels[0], {}, "faithfulness", text_pair=ev)
-                for i, (claim, ev) in enumerate(zip(claims, evidences))]
-        probs = self.task.predict(self.model, self.tokenizer, rows, self.recipe, self.placement)
-        return probs[:, self.labels.index(UNFAITHFUL)]
+    def assess_scored(self, text: str, source: str, offsets, conditional, unconditional) -> Assessment:
+        """The assessment from an output's token scores (the benchmark calls this on cached scores)."""
+        spans = sentence_spans(text)
+        columns = [FEATURES.index(f) for f in self.model.features]
+        rows = [claim_features(text, source, offsets, conditional, unconditional, None)]
+        rows += [claim_features(text, source, offsets, conditional, unconditional, s) for s in spans]
+        probs = self.model.prob(np.array(rows)[:, columns])
+        return Assessment(float(probs[0]), [(s, float(p)) for s, p in zip(spans, probs[1:])],
+                          low_support_spans(text, offsets, conditional, unconditional))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tunewise.errors import RecipeError
-from tunewise.faithfulness.text import Span, evidence, sentence_spans, unsupported_facts
+from tunewise.faithfulness.text import unsupported_facts
 from tunewise.recipe import FaithfulnessConfig, Recipe, template_fields
 
 # Transparent checks that flag an output: a number in digits the source never states was unfaithful in 98% of the
@@ -70,46 +70,36 @@ class SourceReader:
 
 
 def score_outputs(outputs: list[str], sources: list[str], checker, cfg: FaithfulnessConfig) -> list[dict[str, Any]]:
-    """One record per output: sentence scores, the whole output's score, unsupported spans, flag and reasons.
+    """One record per output: sentence scores, the whole output's score, unsupported spans (numbers, names and
+    dates the source never mentions; words the source does not make likelier), flag and reasons.
     `cfg.threshold` must be a number here (the stage resolves `auto` against the checker first)."""
     if not isinstance(cfg.threshold, float | int):
         raise ValueError(f"score_outputs needs a numeric threshold, not {cfg.threshold!r}")
-    claims: list[tuple[int, Span | None]] = []  # (output index, sentence span; None = the whole output)
-    per_output: list[list[Span]] = []
-    for i, output in enumerate(outputs):
-        spans = sentence_spans(output)
-        per_output.append(spans)
-        if spans:
-            claims.append((i, None))
-            claims += [(i, s) for s in spans]
-    texts = [outputs[i].strip() if s is None else s.text for i, s in claims]
-    probs = checker.score(texts, [evidence(sources[i], t, cfg.evidence_chars) for (i, _), t in zip(claims, texts)])
-    whole: dict[int, float] = {}
-    sentence_scores: dict[int, list[float]] = {i: [] for i in range(len(outputs))}
-    for (i, span), p in zip(claims, probs):
-        if span is None:
-            whole[i] = float(p)
-        else:
-            sentence_scores[i].append(float(p))
+    assessments = checker.assess(outputs, sources)
     records = []
-    for i, output in enumerate(outputs):
-        spans = per_output[i]
-        unsupported = unsupported_facts(output, sources[i])
+    for output, source, a in zip(outputs, sources, assessments):
+        sentence_scores = [p for _, p in a.sentences]
         sent = [{"start": s.start, "end": s.end, "score": round(p, 6), "flagged": p >= cfg.threshold}
-                for s, p in zip(spans, sentence_scores[i])]
-        summary_score = whole.get(i)
-        score = (max(sentence_scores[i]) if sentence_scores[i] else None) if cfg.unit == "sentence" else summary_score
+                for s, p in a.sentences]
+        if cfg.unit == "sentence":
+            score = max(sentence_scores) if sentence_scores else None
+        else:
+            score = a.summary_score
         reasons = []
         if score is not None and score >= cfg.threshold:
             reasons.append("checker")
+        facts = unsupported_facts(output, source)
         if cfg.transparent_checks:
-            reasons += sorted({u.kind for u in unsupported if u.kind in FLAGGING_KINDS})
+            reasons += sorted({u.kind for u in facts if u.kind in FLAGGING_KINDS})
+        covered = [(u.start, u.end) for u in facts]
+        spans = facts + [u for u in a.low_support if not any(s < u.end and u.start < e for s, e in covered)]
         records.append({
             "flagged": bool(reasons), "flagged_by": reasons,
             "score": None if score is None else round(score, 6),
-            "summary_score": None if summary_score is None else round(summary_score, 6),
+            "summary_score": None if a.summary_score is None else round(a.summary_score, 6),
             "sentences": sent,
-            "unsupported": [{"start": u.start, "end": u.end, "text": u.text, "kind": u.kind} for u in unsupported],
+            "unsupported": [{"start": u.start, "end": u.end, "text": u.text, "kind": u.kind}
+                            for u in sorted(spans, key=lambda u: u.start)],
         })
     return records
 
