@@ -1,6 +1,7 @@
 """Causal SFT benchmark: tunewise against TRL's SFTTrainer with its defaults, SmolLM2-135M-Instruct + LoRA on DialogSum.
 
-    python bench/causal_sft.py                                          # the full run (~10 min on 2 idle cores, estimated)
+    python bench/causal_sft.py                                          # tunewise vs TRL (~9 min on 2 idle cores, estimated)
+    python bench/causal_sft.py --sides tunewise-fp32w,tunewise-malloc,tunewise-pack,tunewise-ckpt --docs ''  # lever rows
     python bench/causal_sft.py --train-rows 16 --eval-rows 8 --max-steps 4 --docs ''   # checks the script itself
 
 Same model (`smollm2`), same rows, prompt ("Summarize the dialogue.\\n\\n{dialogue}" as the user turn of SmolLM2's chat
@@ -25,8 +26,9 @@ Tokens are counted the same way on both sides, from the batches that reach `Trai
 Throughput is tokens over the wall time of `trainer.train()` (tunewise: its train_seconds minus time spent in
 validation, of which there is none here: no validation split), model loading and data preparation excluded.
 
-Model FLOPs utilization: MFU = model FLOPs per second / the bf16 matmul peak measured in this invocation (square
-2048 bf16 matmuls at the same thread count, best of several timed trials). Model FLOPs per processed token, for LoRA:
+Model FLOPs utilization: MFU = model FLOPs per second / the larger of the fp32 and bf16 matmul peaks measured in this
+invocation (square 2048 matmuls at the same thread count, best of several timed trials): bf16 on AMX CPUs, fp32 on
+CPUs where bf16 is slower (AVX-512 bf16 without AMX). The CPU model, its ISA flags and AMX are recorded. Model FLOPs per processed token, for LoRA:
   4 * N_frozen + 6 * N_lora
   (forward 2N; backward 2N for the activation gradients only, since frozen weights get no weight gradients; the
   adapter weights are trained fully, 6 per parameter). Attention-score FLOPs (~4 * layers * d_model * context per
@@ -40,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import shlex
 import subprocess
@@ -50,10 +51,21 @@ import time
 from pathlib import Path
 from _docs import replace_block  # bench/_docs.py, beside this script
 
+from tunewise.hardware import cpu_facts
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "dialogsum"
 PROMPT = "Summarize the dialogue.\n\n{dialogue}"
-SIDES = ("tunewise", "tunewise-ckpt", "trl")  # tunewise-ckpt: tunewise with train.gradient_checkpointing=true
+# tunewise at its defaults, and one lever at a time turned back (rows of the ablation):
+#   tunewise-ckpt    train.gradient_checkpointing=true
+#   tunewise-fp32w   the frozen base weights kept fp32 under bf16 autocast (cast to bf16 at every matmul)
+#   tunewise-malloc  glibc set to give freed activations back to the OS (hardware.return_freed_memory: fixed 1 MiB
+#                    mmap threshold, 2 arenas); not a default: each large tensor is then page-faulted afresh
+#   tunewise-pack    train.packing=true (examples packed into max_length rows, 4D block-causal mask)
+ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
+             "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True}}
+SIDES = (*ABLATIONS, "trl")
+DEFAULT_SIDES = ("tunewise", "trl")  # fits 10 minutes on 2 quiet cores; add ablation sides with --sides
 IGNORE = -100
 
 
@@ -133,11 +145,23 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 # ---------------------------------------------------------------- the children
 
 
-def child_tunewise(work: Path, cfg: dict, checkpointing: bool = False) -> dict:
+def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
     import yaml
 
+    import tunewise.train.causal as train_causal
     from tunewise.pipeline import open_run, run_stage
     from tunewise.stages import RunOptions
+
+    lever = ABLATIONS[side]
+    checkpointing = lever.get("checkpointing", False)
+    packing = lever.get("packing", cfg["packing"])
+    if lever.get("fp32_frozen"):  # the one place the stage casts the frozen weights
+        train_causal.store_frozen_linears_in_bf16 = lambda model: 0
+    allocator = None
+    if lever.get("release_memory"):  # process-wide, before the model and the first activations are allocated
+        from tunewise.hardware import return_freed_memory
+
+        allocator = return_freed_memory()
 
     counts = install_token_counter()
     epochs = cfg["epochs"]
@@ -153,11 +177,10 @@ def child_tunewise(work: Path, cfg: dict, checkpointing: bool = False) -> dict:
                   "lora_alpha": cfg["lora_alpha"], "lora_dropout": cfg["lora_dropout"],
                   "lora_target_modules": "all-linear"},
         "train": {"epochs": epochs, "lr": cfg["lr"], "batch_size": cfg["batch_size"], "precision": "auto",
-                  "packing": cfg["packing"], "gradient_checkpointing": checkpointing},
+                  "packing": packing, "gradient_checkpointing": checkpointing},
         "audit": {"enabled": False},
     }
-    if checkpointing:
-        recipe["name"] += "-ckpt"  # its own run directory
+    recipe["name"] += side.removeprefix("tunewise")  # each side its own run directory
     (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     rd = open_run(work / "recipe.yaml")
     run_stage(rd, "data", RunOptions(force=True))
@@ -170,7 +193,8 @@ def child_tunewise(work: Path, cfg: dict, checkpointing: bool = False) -> dict:
             "epochs_run": s["epochs_run"], "parameters": s["parameters"],
             "trainable_parameters": s["trainable_parameters"],
             "settings": {"precision": f"{s['precision']} autocast" if s["precision"] == "bf16" else s["precision"],
-                         "weights": s["base_weights_dtype"], "gradient_checkpointing": checkpointing,
+                         "weights": "float32" if lever.get("fp32_frozen") else s["base_weights_dtype"],
+                         "gradient_checkpointing": checkpointing, "allocator": allocator or "glibc default",
                          "packing": s["packing"],
                          "group_by_length": not s["packing"], "warmup": 0.06, "weight_decay": 0.01,
                          "loss": "vocabulary projection only at completion positions",
@@ -234,18 +258,15 @@ def child_trl(work: Path, cfg: dict) -> dict:
                            "num_tokens_logged": trainer._total_train_tokens}}
 
 
-def child_peak(cfg: dict) -> dict:
-    """bf16 matmul peak of this machine at the benchmark's thread count: n x n @ n x n, best of several trials."""
+def matmul_gflops(dtype, seconds: float, n: int = 2048) -> tuple[float, int]:
+    """Best GFLOP/s of n x n @ n x n matmuls in `dtype` at the current thread count, over `seconds`; (best, trials)."""
     import torch
 
-    n = 2048
-    a = torch.randn(n, n).to(torch.bfloat16)
-    b = torch.randn(n, n).to(torch.bfloat16)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     for _ in range(3):
         a @ b
-    best = 0.0
-    deadline = time.perf_counter() + cfg["peak_seconds"]
-    trials = 0
+    best, trials = 0.0, 0
+    deadline = time.perf_counter() + seconds
     while trials < 3 or time.perf_counter() < deadline:
         t0, reps = time.perf_counter(), 0
         while reps < 4 or time.perf_counter() - t0 < 0.25:
@@ -253,7 +274,18 @@ def child_peak(cfg: dict) -> dict:
             reps += 1
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
         trials += 1
-    return {"bf16_matmul_gflops": best / 1e9, "matrix": n, "trials": trials}
+    return best / 1e9, trials
+
+
+def child_peak(cfg: dict) -> dict:
+    """This machine's matmul peaks at the benchmark's thread count, fp32 and bf16 (2048² matmuls, best of several
+    trials). MFU is taken against the larger: bf16 on AMX CPUs, fp32 where bf16 is slower (AVX-512 bf16 without AMX)."""
+    import torch
+
+    fp32, fp32_trials = matmul_gflops(torch.float32, cfg["peak_seconds"] / 2)
+    bf16, bf16_trials = matmul_gflops(torch.bfloat16, cfg["peak_seconds"] / 2)
+    return {"fp32_matmul_gflops": fp32, "bf16_matmul_gflops": bf16, "peak_gflops": max(fp32, bf16),
+            "peak_dtype": "bf16" if bf16 >= fp32 else "fp32", "matrix": 2048, "trials": fp32_trials + bf16_trials}
 
 
 def completion_loss(model, encoded: list, batch_size: int = 8) -> list[tuple[float, int]]:
@@ -329,8 +361,7 @@ def child_eval(work: Path, cfg: dict) -> dict:
 def child_main(side: str, work: str, cfg_json: str) -> None:
     work_path, cfg = Path(work), json.loads(cfg_json)
     set_threads(cfg["threads"])
-    fn = {"tunewise": lambda: child_tunewise(work_path, cfg),
-          "tunewise-ckpt": lambda: child_tunewise(work_path, cfg, checkpointing=True),
+    fn = {**{name: (lambda name=name: child_tunewise(work_path, cfg, name)) for name in ABLATIONS},
           "trl": lambda: child_trl(work_path, cfg),
           "peak": lambda: child_peak(cfg), "eval": lambda: child_eval(work_path, cfg)}[side]
     result = fn()
@@ -374,16 +405,6 @@ def versions() -> dict:
     return out
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train-rows", type=int, default=200, help="first N rows of DialogSum dev")
@@ -397,7 +418,8 @@ def main() -> None:
     ap.add_argument("--lora-alpha", type=int, default=32)
     ap.add_argument("--packing", action=argparse.BooleanOptionalAction, default=False,
                     help="tunewise packing (train.packing); TRL keeps its own default (no packing)")
-    ap.add_argument("--sides", default=",".join(SIDES))
+    ap.add_argument("--sides", default=",".join(DEFAULT_SIDES),
+                    help=f"comma-separated, from {','.join(SIDES)} (each tunewise-* side turns one default back)")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch threads for every child (default: the CPUs this process may use)")
     ap.add_argument("--seed", type=int, default=42)
@@ -425,7 +447,7 @@ def main() -> None:
            "eval_rows": args.eval_rows, "peak_seconds": args.peak_seconds}
     train, evals = load_rows(args.train_rows, args.eval_rows)
     results = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M"), "config": cfg, "versions": versions(),
-               "machine": {"cpu": cpu_name(), "cpus_usable": len(os.sched_getaffinity(0)), "threads": args.threads,
+               "machine": {"cpu": cpu_facts()["model"], "cpu_facts": cpu_facts(), "threads": args.threads,
                            "load_average_at_start": os.getloadavg()},
                "sides": {}}
     tmp = tempfile.mkdtemp(prefix="bench-causal-sft-")
@@ -433,10 +455,11 @@ def main() -> None:
     try:
         write_jsonl(work / "train.jsonl", train)
         write_jsonl(work / "eval.jsonl", evals)
-        print(f"bf16 matmul peak ({args.threads} threads) ...", flush=True)
+        print(f"matmul peaks ({args.threads} threads) ...", flush=True)
         peak = run_child("peak", work, cfg)
-        results["machine"]["bf16_matmul_gflops"] = peak["bf16_matmul_gflops"]
-        print(f"  {peak['bf16_matmul_gflops']:,.0f} GFLOP/s", flush=True)
+        results["machine"].update({k: peak[k] for k in ("fp32_matmul_gflops", "bf16_matmul_gflops", "peak_gflops",
+                                                        "peak_dtype")})
+        print(f"  fp32 {peak['fp32_matmul_gflops']:,.0f}, bf16 {peak['bf16_matmul_gflops']:,.0f} GFLOP/s", flush=True)
         raw = {}
         for side in sides:
             print(f"{side}: training on {len(train)} rows ...", flush=True)
@@ -459,13 +482,13 @@ def main() -> None:
                 "trained_tokens": res["trained_tokens"], "processed_tokens": res["processed_tokens"],
                 "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"], "steps": res["steps"],
                 "epochs_run": res["epochs_run"], "peak_rss_mb": res["peak_rss_mb"], "eval_loss": token_mean(losses[side]),
-                "model_tflops_per_second": flops_per_s / 1e12, "mfu": flops_per_s / (peak["bf16_matmul_gflops"] * 1e9),
+                "model_tflops_per_second": flops_per_s / 1e12, "mfu": flops_per_s / (peak["peak_gflops"] * 1e9),
                 "flops_per_processed_token": fpt, "parameters": res["parameters"],
                 "trainable_parameters": res["trainable_parameters"],
                 "max_rss_mb_before_first_step": res.get("max_rss_mb_before_first_step"), "settings": res["settings"],
                 "own_report": res["own_report"]}
         results["ratios"], results["targets"] = {}, {}
-        for variant in ("tunewise", "tunewise-ckpt"):
+        for variant in ABLATIONS:
             if variant not in results["sides"] or "trl" not in results["sides"]:
                 continue
             tw, trl = results["sides"][variant], results["sides"]["trl"]
@@ -475,9 +498,14 @@ def main() -> None:
                 "peak_rss": tw["peak_rss_mb"] / trl["peak_rss_mb"],
                 "eval_loss_difference": tw["eval_loss"] - trl["eval_loss"],
                 "eval_loss_difference_ci95": paired_bootstrap_difference(losses[variant], losses["trl"], args.seed)}
-            results["targets"][variant] = {"trained_tokens_per_second >= 1.5x": r["trained_tokens_per_second"] >= 1.5,
-                                           "peak_rss <= 0.7x": r["peak_rss"] <= 0.7,
-                                           "eval_loss <= TRL's": r["eval_loss_difference"] <= 0}
+            ci = r["eval_loss_difference_ci95"]
+            results["targets"][variant] = {
+                "trained_tokens_per_second >= 3x": r["trained_tokens_per_second"] >= 3,
+                "peak_rss <= 0.7x": r["peak_rss"] <= 0.7,
+                # equal within the CI: the paired interval holds 0 (or tunewise is lower)
+                "eval_loss equal within the CI": ci["ci_low"] <= 0,
+                # the 20% target is for AMX CPUs; elsewhere the figure is reported, not judged
+                "mfu >= 20% (AMX CPUs)": (tw["mfu"] >= 0.20) if results["machine"]["cpu_facts"]["fast_bf16"] else None}
         results["machine"]["load_average_at_end"] = os.getloadavg()
     finally:
         if args.keep_workdir:
@@ -509,25 +537,29 @@ def markdown_table(results: dict) -> str:
                      f"| {s['train_seconds']:.0f} | {s['trained_tokens']:,} | {s['peak_rss_mb']:.0f} "
                      f"| {s['eval_loss']:.4f} | {100 * s['mfu']:.1f}% |")
     lines.append(f"| base model, untrained | | | | | | | | {ev['base_model_loss']:.4f} | |")
-    ok = {True: "met", False: "**not met**"}
+    ok = {True: "met", False: "**not met**", None: "reported (no AMX: no target)"}
     for variant, r in (results.get("ratios") or {}).items():
         t = results["targets"][variant]
         ci = r["eval_loss_difference_ci95"]
         lines += ["", f"| {variant} vs TRL | value | target | |", "|---|---:|---|---|",
-                  f"| trained tok/s ratio | {r['trained_tokens_per_second']:.2f}x | ≥ 1.5x "
-                  f"| {ok[t['trained_tokens_per_second >= 1.5x']]} |",
+                  f"| trained tok/s ratio | {r['trained_tokens_per_second']:.2f}x | ≥ 3x "
+                  f"| {ok[t['trained_tokens_per_second >= 3x']]} |",
                   f"| processed tok/s ratio | {r['processed_tokens_per_second']:.2f}x | | |",
                   f"| peak RSS ratio | {r['peak_rss']:.2f}x | ≤ 0.7x | {ok[t['peak_rss <= 0.7x']]} |",
                   f"| eval loss, {variant} − TRL [95% CI] | {r['eval_loss_difference']:+.4f} "
-                  f"[{ci['ci_low']:+.4f}, {ci['ci_high']:+.4f}] | ≤ 0 "
-                  f"| {ok[t['eval_loss <= TRL' + chr(39) + 's']]} |"]
+                  f"[{ci['ci_low']:+.4f}, {ci['ci_high']:+.4f}] | equal within the CI (CI holds 0) "
+                  f"| {ok[t['eval_loss equal within the CI']]} |",
+                  f"| {variant} MFU | {100 * results['sides'][variant]['mfu']:.1f}% | ≥ 20% on AMX CPUs "
+                  f"| {ok[t['mfu >= 20% (AMX CPUs)']]} |"]
     m = results["machine"]
     run = f"{cfg['max_steps']} steps" if cfg["max_steps"] else f"{cfg['epochs']:g} epoch(s)"
     lines += ["", f"{cfg['train_rows']} train rows (DialogSum dev), {ev['examples']} eval rows (DialogSum test, "
               f"{ev['completion_tokens']:,} completion tokens), {run}, batch {cfg['batch_size']}, max_length "
               f"{cfg['max_length']}, lr {cfg['lr']:g}, LoRA r{cfg['lora_r']}/α{cfg['lora_alpha']} all-linear, "
               f"tunewise packing {'on' if cfg['packing'] else 'off'}, seed {cfg['seed']}. Machine: {m['cpu']}, "
-              f"{m['threads']} threads, measured bf16 matmul peak {m['bf16_matmul_gflops']:,.0f} GFLOP/s; load average "
+              f"AMX {'yes' if m['cpu_facts']['fast_bf16'] else 'no'}, {m['threads']} threads, measured matmul peaks fp32 "
+              f"{m['fp32_matmul_gflops']:,.0f} and bf16 {m['bf16_matmul_gflops']:,.0f} GFLOP/s (MFU against the "
+              f"{m['peak_dtype']} one, the larger); load average "
               f"{m['load_average_at_start'][0]:.2f} at start. "
               + ", ".join(f"{k} {v}" for k, v in results["versions"].items() if v) + "."]
     return "\n".join(lines)
