@@ -320,7 +320,11 @@ def test_stage_writes_its_artifact_side_by_side(generation_run, jsonl):
                     if s["id"] == generation_run["ft_lines"][1]["id"])
     assert invented["flagged"] and "number" in invented["flagged_by"]
     assert {("9731", "number"), ("Zanzibar", "name")} <= {(u["text"], u["kind"]) for u in invented["unsupported"]}
-    assert res.checker.lm == "smollm2" and len(res.checker.sha256) == 64 and "pmi_mean" in " ".join(res.checker.features)
+    import hashlib
+
+    shipped = Path(res.checker.path)
+    assert res.checker.lm == "smollm2" and res.checker.sha256 == hashlib.sha256(shipped.read_bytes()).hexdigest()
+    assert res.checker.features == json.loads(shipped.read_text())["features"]  # the artifact names what scored
     assert generation_run["again"]().ran is False  # unchanged inputs: nothing to do
 
 
