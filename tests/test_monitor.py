@@ -19,7 +19,7 @@ import pytest
 from conftest import BANKING77, SLICE_INTENTS, SLICE_TEST_PER_INTENT, SLICE_TRAIN_PER_INTENT
 from tunewise.artifacts.metrics import Metrics
 from tunewise.artifacts.monitor import DriftReport, ReferenceProfile
-from tunewise.rundir import sha256_file
+from tunewise.rundir import RunDir, sha256_file
 
 
 def held_out_banking(per_intent: int, skip: int = SLICE_TRAIN_PER_INTENT, split: str = "train") -> list[dict]:
@@ -105,6 +105,13 @@ def test_unshifted_stream_stays_quiet_with_feedback_accuracy_and_quarantine(run_
         assert perf.accuracy_ci[0] <= perf.accuracy <= perf.accuracy_ci[1]
         assert perf.macro_f1_ci[0] <= perf.macro_f1 <= perf.macro_f1_ci[1]
         assert f"accuracy {perf.accuracy:.3f}" in proc.stdout
+
+    # A serving log grows and rotates: the run that was monitored must still verify, so it can still be served.
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(rows[0]) + "\n")
+    assert RunDir.open(run_copy).verify() == []
+    log.unlink()
+    assert RunDir.open(run_copy).verify() == []
 
 
 def test_shifted_stream_alerts_with_report_and_costed_retrain(run_copy, tunewise, shared_data, tmp_path):

@@ -79,6 +79,8 @@ class Stage:
     state: tuple[str, ...] = ()                 # glob patterns (relative to its folder) of live state kept there,
                                                 # e.g. a ratings database: not evidence, so neither hashed into the
                                                 # manifest nor reported by `verify` as unrecorded
+    live_inputs: bool = False                   # its external inputs are live files (a serving log that grows
+                                                # and rotates): recorded for provenance, not required to stay
 
     def is_state(self, rel: str) -> bool:
         """Whether a path relative to the stage's folder is live state (see `state`)."""
@@ -132,7 +134,8 @@ STAGES: tuple[Stage, ...] = (
           cli=("merge", "onnx", "int8")),
     Stage("monitor", "monitor", ("reference",), "tunewise.monitor:run",
           "drift of logged traffic against the reference profile, accuracy from feedback, a costed retrain signal "
-          "(`tunewise monitor RUN --log ...`)", enabled=lambda r: False, cli=None),
+          "(`tunewise monitor RUN --log ...`)", enabled=lambda r: False, cli=None,
+          live_inputs=True),
     Stage("humaneval", "humaneval", ("data", "evaluate"), "tunewise.humaneval:run",
           "human ratings of test outputs (win rate, Likert means, agreement) from `tunewise human-eval`",
           enabled=lambda r: False, cli=None, state=("ratings.sqlite*",)),
