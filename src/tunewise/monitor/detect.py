@@ -27,7 +27,7 @@ from tunewise.monitor import stats
 
 PCA_DIMS = 32  # the domain classifier works on the reference's top principal components: cheap and as strong
 SCREEN_P = 0.2        # stage 1 of the embedding test stops as quiet above this p-value (1 window in 5 goes on)
-DECISIVE_P = 1e-10    # ... and as drifted at or below it (Holm at alpha 0.05 would need 5e8 tests to miss it)
+DECISIVE_P = 1e-6     # ... and as drifted at or below it (Holm at alpha 0.05 would need 5e4 tests to miss it)
 MIN_SCREEN_ROWS = 20  # a window side under twice this is tested in one stage
 
 
