@@ -4,9 +4,8 @@ is read back as a memory-mapped Arrow table."""
 
 from __future__ import annotations
 
-import csv
+import importlib.util
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 import yaml
 
 from conftest import BANKING77, subprocess_env
+
+REPO = Path(__file__).resolve().parents[1]
 
 DATA_MB = 16  # the file under the cap; bench/streaming.py measures larger ones
 
@@ -46,28 +47,12 @@ print(json.dumps({"message": message, "start_up": start_up, "cap": cap, "peak": 
 '''
 
 
-def varied_banking77(path: Path, megabytes: float, seed: int = 0) -> dict[str, int]:
-    """Real banking77 rows, repeated with their own ids and a few words of other rows appended (so no two rows
-    are the same text), and one malformed line in 1,000; returns the row counts written."""
-    with open(BANKING77 / "train.csv", encoding="utf-8", newline="") as fh:
-        rows = [(r["text"], r["category"]) for r in csv.DictReader(fh)]
-    rng = random.Random(seed)
-    vocabulary = [w for text, _ in rows[:3000] for w in text.split()]
-    size, n, bad = 0, 0, 0
-    target = int(megabytes * 2**20)
-    with open(path, "w", encoding="utf-8") as fh:
-        while size < target:
-            if n % 1000 == 999:
-                line = '{"id": "broken", "text": \n'
-                bad += 1
-            else:
-                text, label = rows[n % len(rows)]
-                extra = " ".join(rng.choice(vocabulary) for _ in range(rng.randint(4, 16)))
-                line = json.dumps({"id": f"b77-{n}", "text": f"{text} {extra}", "label": label}) + "\n"
-            fh.write(line)
-            size += len(line.encode("utf-8"))
-            n += 1
-    return {"lines": n, "bad": bad}
+def varied_banking77(path: Path, megabytes: float) -> dict[str, int]:
+    """The benchmark's generator (bench/streaming.py): real banking77 rows made distinct, one line in 1,000 broken."""
+    spec = importlib.util.spec_from_file_location("bench_streaming", REPO / "bench" / "streaming.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench.varied_banking77(path, megabytes)
 
 
 def data_recipe(folder: Path, name: str, train: Path) -> Path:
