@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CAUSAL_TEST_ROWS, copy_run as copy_shared_run, read_jsonl, subprocess_env
+
+from tunewise.serve.launch import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -60,12 +61,6 @@ def predictions(run: Path) -> dict[str, dict[str, str]]:
 
 
 # ---------------------------------------------------------------- the server as a subprocess
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

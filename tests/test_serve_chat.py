@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import threading
 import time
@@ -18,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_run
+
+from tunewise.serve.launch import free_port
 
 openai = pytest.importorskip("openai")
 
@@ -38,12 +39,6 @@ def chat_run(session_causal_run, tmp_path_factory) -> Path:
     return run
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """A tunewise app under uvicorn in a thread of this process (so tests can read the engine's records)."""
 
@@ -54,7 +49,7 @@ class Server:
 
         self.app = create_app(settings)
         self.ctx = self.app.state.ctx
-        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=int(self.url.rsplit(":", 1)[1]),
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -328,7 +323,7 @@ def test_gateway_forwards_chat_and_streams(server, gateway, client, model_name):
 def test_gateway_maps_a_dead_upstream_to_502(tmp_path):
     from tunewise.serve.settings import resolve_settings
 
-    settings = resolve_settings(None, [], upstream=f"http://127.0.0.1:{_free_port()}",
+    settings = resolve_settings(None, [], upstream=f"http://127.0.0.1:{free_port()}",
                                 log_url=f"sqlite:///{tmp_path / 'log.sqlite'}")
     settings.keys_file, settings.api_keys = tmp_path / "keys.json", f"carol={GATEWAY_KEY}"
     srv = Server(settings)
