@@ -191,6 +191,19 @@ def test_threads_come_from_the_environment_first():
         plan_threads(1, {"TUNEWISE_THREADS": "0"})
 
 
+def test_small_batch_inference_takes_one_thread_unless_told_and_gives_the_caller_its_own_back():
+    import torch
+
+    from tunewise.hardware import small_batch_threads, torch_threads
+
+    assert small_batch_threads({}).threads == 1
+    assert small_batch_threads({"TUNEWISE_THREADS": "2"}) == ThreadPlan(2, "TUNEWISE_THREADS=2 set in the environment")
+    before = torch.get_num_threads()
+    with torch_threads(ThreadPlan(1, "test")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
 def test_threads_are_the_usable_cpus_shared_among_the_processes():
     import os
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -151,6 +152,31 @@ def plan_threads(processes_per_node: int = 1, env: dict[str, str] | None = None)
     limit = f"{cpus} CPUs in the affinity mask" + (f", cgroup quota {quota:g} CPUs" if quota is not None else "")
     share = f" shared by {processes_per_node} processes" if processes_per_node > 1 else ""
     return ThreadPlan(n, f"{limit}{share}")
+
+
+def small_batch_threads(env: dict[str, str] | None = None) -> ThreadPlan:
+    """Threads for inference on small batches (the monitor's 16-row embedding batches): 1, unless TUNEWISE_THREADS
+    or OMP_NUM_THREADS say otherwise. Such batches split too finely for OpenMP to gain, and when another process
+    holds a core the waiting threads spin: `bench/drift.py --timing` on 30k rows at window 500, beside one busy
+    process, took 64 CPU-s per 100k rows with 1 thread and 647 CPU-s with 2."""
+    env = os.environ if env is None else env
+    if any(env.get(name) not in (None, "") for name in (THREADS_ENV, "OMP_NUM_THREADS")):
+        return plan_threads(1, env)
+    return ThreadPlan(1, "small inference batches: one thread")
+
+
+@contextmanager
+def torch_threads(plan: ThreadPlan):
+    """torch's intra-op threads set to `plan` inside the block, and restored after it (the caller may be a test
+    session or a notebook that set its own)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(plan.threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def apply_threads(plan: ThreadPlan) -> None:

@@ -30,12 +30,16 @@ def default_precision() -> str:
 
 
 class Embedder:
-    """`Embedder(precision)(texts) -> float32 [n, 384]`, batched, length-sorted to cut padding, order kept."""
+    """`Embedder(precision)(texts) -> float32 [n, 384]`, batched, length-sorted to cut padding, order kept.
 
-    def __init__(self, precision: str = "fp32", batch_size: int = 64, max_length: int = MAX_LENGTH):
+    Batches of 16: a window's 50-row sample in one padded batch of 64 took 0.226 s on one AMX core, in batches of
+    16 0.150 s (less padding; 8 was slower again). Embeddings move by at most 1e-3 with the batching in bf16."""
+
+    def __init__(self, precision: str = "fp32", batch_size: int = 16, max_length: int = MAX_LENGTH):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
+        from tunewise.hardware import small_batch_threads
         from tunewise.models import resolve_base_model
 
         if precision not in PRECISIONS:
@@ -53,16 +57,20 @@ class Embedder:
                     module.to(torch.bfloat16)
         self.batch_size = batch_size
         self.max_length = max_length
+        self.threads = small_batch_threads()
         self._torch = torch
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        from tunewise.hardware import torch_threads
+
         torch = self._torch
         out = np.zeros((len(texts), self.model.config.hidden_size), dtype=np.float32)
         if not texts:
             return out
         lengths = [len(t) for t in texts]
         order = np.argsort(lengths, kind="stable")
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch_threads(self.threads), torch.inference_mode(), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
