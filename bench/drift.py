@@ -230,34 +230,42 @@ def run_accuracy(args) -> dict:
         "mix20": ("sst2", lambda ref, w: [(sst_pool, draw(all_sst, ref, w - w // 5)),
                                           (bank_pool, draw(all_bank, np.array([], int), w // 5))], False, sst_pool),
     }
+    cells = [(name, w) for name in scenarios for w in WINDOWS]
+    if args.cells:
+        wanted = {c.strip() for c in args.cells.split(",") if c.strip()}
+        unknown = wanted - {f"{name}@{w}" for name, w in cells}
+        if unknown:
+            raise SystemExit(f"--cells: unknown {', '.join(sorted(unknown))}; cells are SCENARIO@WINDOW, e.g. "
+                             f"strong@500 (scenarios {', '.join(scenarios)}; windows {WINDOWS})")
+        cells = [(name, w) for name, w in cells if f"{name}@{w}" in wanted]
     results = {}
-    for name, (ref_key, make, feedback, model) in scenarios.items():
-        for w in WINDOWS:
-            t0 = time.perf_counter()
-            alerts, features, embedded = 0, {}, []
-            variants = {v: {"alerts": 0, "embedding_alerts": 0} for v in ("one_stage_full", "one_stage_half")}
-            for t in range(args.trials):
-                ref_idx, det = refs[ref_key][t % len(refs[ref_key])]
-                data = window_data(make(ref_idx, w), model, rng, feedback)
-                alert, which, other = trial_alerts(det, data)
-                alerts += alert
-                for f in which:
-                    features[f] = features.get(f, 0) + 1
-                embedded.append(other.pop("rows_embedded", 0.0))
-                for v, (any_alert, emb_alert) in other.items():
-                    variants[v]["alerts"] += any_alert
-                    variants[v]["embedding_alerts"] += emb_alert
-            low, high = wilson(alerts, args.trials)
-            results[f"{name}@{w}"] = {"scenario": name, "window": w, "trials": args.trials, "alerts": alerts,
-                                      "rate": alerts / args.trials, "ci95": [low, high],
-                                      "features": dict(sorted(features.items(), key=lambda kv: -kv[1])),
-                                      "rows_embedded_mean": float(np.mean(embedded)),
-                                      "embedding_test_variants": variants}
-            print(f"{name:20s} window {w:5d}: alert rate {alerts / args.trials:.3f} [{low:.3f}, {high:.3f}] "
-                  f"({time.perf_counter() - t0:.0f}s) {results[f'{name}@{w}']['features']}; embedded "
-                  f"{np.mean(embedded):.0f} rows/window; one-stage embedding alerts: whole sample "
-                  f"{variants['one_stage_full']['embedding_alerts']}, half "
-                  f"{variants['one_stage_half']['embedding_alerts']}", flush=True)
+    for name, w in cells:
+        ref_key, make, feedback, model = scenarios[name]
+        t0 = time.perf_counter()
+        alerts, features, embedded = 0, {}, []
+        variants = {v: {"alerts": 0, "embedding_alerts": 0} for v in ("one_stage_full", "one_stage_half")}
+        for t in range(args.trials):
+            ref_idx, det = refs[ref_key][t % len(refs[ref_key])]
+            data = window_data(make(ref_idx, w), model, rng, feedback)
+            alert, which, other = trial_alerts(det, data)
+            alerts += alert
+            for f in which:
+                features[f] = features.get(f, 0) + 1
+            embedded.append(other.pop("rows_embedded", 0.0))
+            for v, (any_alert, emb_alert) in other.items():
+                variants[v]["alerts"] += any_alert
+                variants[v]["embedding_alerts"] += emb_alert
+        low, high = wilson(alerts, args.trials)
+        results[f"{name}@{w}"] = {"scenario": name, "window": w, "trials": args.trials, "alerts": alerts,
+                                  "rate": alerts / args.trials, "ci95": [low, high],
+                                  "features": dict(sorted(features.items(), key=lambda kv: -kv[1])),
+                                  "rows_embedded_mean": float(np.mean(embedded)),
+                                  "embedding_test_variants": variants}
+        print(f"{name:20s} window {w:5d}: alert rate {alerts / args.trials:.3f} [{low:.3f}, {high:.3f}] "
+              f"({time.perf_counter() - t0:.0f}s) {results[f'{name}@{w}']['features']}; embedded "
+              f"{np.mean(embedded):.0f} rows/window; one-stage embedding alerts: whole sample "
+              f"{variants['one_stage_full']['embedding_alerts']}, half "
+              f"{variants['one_stage_half']['embedding_alerts']}", flush=True)
     return {"settings": {"alpha": ALPHA, "reference_rows": REFERENCE_ROWS, "reference_embedded": REFERENCE_EMBEDDED,
                          "window_embedded": WINDOW_EMBEDDED, "permutations": PERMUTATIONS,
                          "references_per_dataset": REFERENCES, "trials": args.trials, "pool": n_pool,
@@ -362,6 +370,8 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=8000, help="rows per dataset in the pool (embedded once)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cells", default="", help="only these cells, comma-separated SCENARIO@WINDOW (e.g. "
+                        "strong@500,mix20@2000); default all")
     parser.add_argument("--timing", type=Path, help="a run directory: time the monitor on --rows logged rows")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--windows", default="500,1000", help="--timing: window sizes, comma-separated")
