@@ -9,7 +9,9 @@ Systems, each its own server process on 127.0.0.1, each given the same CPUs:
   naive     FastAPI + uvicorn, a sync endpoint calling a transformers `pipeline("text-classification")` per request
             (the way a first deployment is usually written): no batching, no keys, no log
   tunewise  `tunewise serve RUN` with its defaults: keys, limits, PII scan, micro-batching (N=32 requests or 5 ms),
-            every request committed to the SQLite prediction log (WAL, synchronous=FULL) before it is answered
+            every request committed to the SQLite prediction log (WAL, synchronous=FULL) before it is answered;
+            the model runs on ONNX Runtime when the run has `tunewise export RUN --onnx --int8` (serve.backend auto;
+            --train-demo makes it), in length buckets, one single-threaded run at a time per spare CPU
 
 Load: for each level of concurrent clients (1, 8, 32, 64), an asyncio + httpx client sends a bounded number of
 requests (one test-split text each) as fast as answers come. Reported per level: throughput (requests/s),
@@ -70,7 +72,7 @@ def naive_server(run_dir: Path, port: int) -> None:
 # ---------------------------------------------------------------- driving the servers
 
 
-def start(system: str, run_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start(system: str, run_dir: Path, workdir: Path, overrides: list[str] = ()) -> tuple[subprocess.Popen, str]:
     from tunewise.serve.launch import ServerNotReady, free_port, launch
 
     port = free_port()
@@ -81,7 +83,7 @@ def start(system: str, run_dir: Path, workdir: Path) -> tuple[subprocess.Popen, 
     else:
         # the per-key rate limit (600/min by default) is a policy, not a capacity: lift it, or the bench measures 429s
         cmd = [sys.executable, "-m", "tunewise", "serve", str(run_dir), "--port", str(port),
-               "--log", f"sqlite:///{workdir / 'bench-log.sqlite'}", "serve.rate_per_minute=100000000"]
+               "--log", f"sqlite:///{workdir / 'bench-log.sqlite'}", "serve.rate_per_minute=100000000", *overrides]
     try:
         return launch(cmd, port=port, env=env, log=workdir / f"{system}.log", timeout=300)
     except ServerNotReady as e:
@@ -130,10 +132,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_system(system: str, run_dir: Path, texts: list[str], levels: list[int], requests: int, warmup: int,
-                 price: float, workdir: Path) -> list[dict]:
+                 price: float, workdir: Path, overrides: list[str] = ()) -> list[dict]:
     from tunewise.serve.launch import stop
 
-    proc, url = start(system, run_dir, workdir)
+    proc, url = start(system, run_dir, workdir, overrides)
     rows = []
     try:
         asyncio.run(drive(url, texts, 4, warmup))  # load caches and lazy kernels outside the measurement
@@ -163,7 +165,10 @@ def train_demo(workdir: Path) -> Path:
     out = workdir / "runs"
     subprocess.run([sys.executable, "-m", "tunewise", "run", str(ROOT / "examples" / "helpdesk.yaml"),
                     f"output_dir={out}"], check=True)
-    return next(out.iterdir())
+    run = next(out.iterdir())
+    # the int8 ONNX export that `serve.backend: auto` serves (with its accuracy change against torch on record)
+    subprocess.run([sys.executable, "-m", "tunewise", "export", str(run), "--onnx", "--int8"], check=True)
+    return run
 
 
 def table(rows: list[dict], price: float, currency: str) -> str:
@@ -191,6 +196,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="requests per level (at least 4 per client)")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--systems", default="naive,tunewise")
+    ap.add_argument("--set", action="append", default=[], metavar="serve.KEY=VALUE",
+                    help="a serve.* override for the tunewise server, e.g. --set serve.batch_workers=3 (repeatable)")
     ap.add_argument("--price-per-core-hour", type=float, default=0.05)
     ap.add_argument("--currency", default="USD")
     ap.add_argument("--quick", action="store_true", help="20 requests per level: checks the script, measures nothing")
@@ -213,11 +220,13 @@ def main() -> None:
     rows: list[dict] = []
     for system in args.systems.split(","):
         print(f"{system}: serving {run_dir}", flush=True)
-        rows += bench_system(system, run_dir, texts, levels, requests, warmup, args.price_per_core_hour, workdir)
+        rows += bench_system(system, run_dir, texts, levels, requests, warmup, args.price_per_core_hour, workdir,
+                             args.set)
     md = table(rows, args.price_per_core_hour, args.currency)
     print("\n" + md)
     facts = {"run": str(run_dir), "cpus": len(os.sched_getaffinity(0)), "quick": args.quick,
-             "price_per_core_hour": args.price_per_core_hour, "currency": args.currency, "rows": rows}
+             "serve_overrides": args.set, "price_per_core_hour": args.price_per_core_hour,
+             "currency": args.currency, "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(facts, indent=2) + "\n")
     print(f"results: {args.out}")

@@ -448,3 +448,95 @@ def test_launch_waits_for_readyz_and_reports_a_server_that_dies(tmp_path):
     silent = [sys.executable, "-c", "import time; time.sleep(60)"]  # never listens: the deadline, then stopped
     with pytest.raises(ServerNotReady, match="did not become ready in 1 s"):
         launch(silent, port=free_port(), env=dict(os.environ), log=tmp_path / "silent.log", timeout=1)
+
+
+# ---------------------------------------------------------------- the pieces that keep a request's CPU low
+
+
+def test_length_buckets_are_the_cheapest_split_and_cover_every_text():
+    """The ONNX backend's runs of length-sorted texts: exactly the split that minimises padded tokens plus the
+    per-run overhead (checked against every split of small inputs), each run at most max_batch texts."""
+    import itertools
+    import random
+
+    from tunewise.onnx_backend import length_buckets
+
+    def cost(lengths, runs, overhead):
+        return sum(overhead + (hi - lo) * lengths[hi - 1] for lo, hi in runs)
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n, max_batch, overhead = rng.randint(1, 8), rng.randint(1, 5), rng.choice([0, 3, 8, 40])
+        lengths = sorted(rng.randint(3, 70) for _ in range(n))
+        runs = length_buckets(lengths, max_batch, overhead)
+        assert [lo for lo, _ in runs] == [0] + [hi for _, hi in runs[:-1]] and runs[-1][1] == n
+        assert all(0 < hi - lo <= max_batch for lo, hi in runs)
+        best = min(cost(lengths, list(zip((0, *cuts), (*cuts, n))), overhead)
+                   for k in range(n) for cuts in itertools.combinations(range(1, n), k)
+                   if all(b - a <= max_batch for a, b in zip((0, *cuts), (*cuts, n))))
+        assert cost(lengths, runs, overhead) == best
+    assert length_buckets([], 64) == []
+    # short and long texts are not padded together: 10-token texts never run beside a 68-token one
+    assert length_buckets([10] * 8 + [68], 64) == [(0, 8), (8, 9)]
+
+
+def test_micro_batcher_with_workers_runs_batches_at_once_and_answers_each_request_its_own():
+    """serve.batch_workers: up to that many batches run at once, never more, and every request gets the results
+    of its own texts, in order, whichever batch carried it."""
+    from tunewise.serve.batching import MicroBatcher
+
+    running, most, lock = 0, 0, threading.Lock()
+
+    def predict(texts):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)  # a model call; the GIL is released, as in torch and ONNX Runtime
+        with lock:
+            running -= 1
+        return [t.upper() for t in texts]
+
+    async def main():
+        batcher = MicroBatcher("t", predict, max_requests=4, max_wait_ms=1, queue_size=1000, workers=2)
+        await batcher.start()
+        try:
+            jobs = [[f"r{i}-a", f"r{i}-b"][: 1 + i % 2] for i in range(40)]
+            return jobs, await asyncio.gather(*(batcher.submit(j) for j in jobs))
+        finally:
+            await batcher.stop()
+    jobs, answers = asyncio.run(main())
+    assert answers == [[t.upper() for t in j] for j in jobs]
+    assert most == 2
+
+
+def test_group_commit_writes_a_group_at_once_and_a_bad_row_fails_alone(tmp_path):
+    """Concurrent records go in shared commits (one executemany per table), every acknowledged row is in the
+    database, and a row the database refuses (a duplicate request id) fails only its own request."""
+    from tunewise.serve.errors import ServeError
+    from tunewise.serve.log import LogRow, Prediction, PredictionLog
+
+    plog = PredictionLog(f"sqlite:///{tmp_path / 'log.sqlite'}")
+    groups: list[int] = []
+    plog.on_commit = groups.append
+
+    def row(rid: str) -> LogRow:
+        return LogRow(request_id=rid, endpoint="classify", key_name="alice", model="m", run_id="r", n_inputs=2,
+                      input=["a", "b"], predictions=[Prediction("a", "x", 0.9, {"x": 0.9, "y": 0.1}),
+                                                     Prediction("b", "y", 0.6, {"x": 0.4, "y": 0.6})])
+
+    async def main():
+        clean = await asyncio.gather(*(plog.record(row(f"{i:032x}")) for i in range(60)))
+        rids = [f"{i:032x}" for i in range(60, 90)] + ["0" * 32]  # the last one repeats a committed id
+        return clean, await asyncio.gather(*(plog.record(row(r)) for r in rids), return_exceptions=True)
+    try:
+        clean, mixed = asyncio.run(main())
+    finally:
+        plog.close()
+    assert clean == [f"{i:032x}" for i in range(60)]
+    assert max(groups) > 1  # the writer took several waiting rows per commit
+    assert mixed[:-1] == [f"{i:032x}" for i in range(60, 90)]
+    assert isinstance(mixed[-1], ServeError) and mixed[-1].status == 503
+    with sqlite3.connect(tmp_path / "log.sqlite") as db:
+        assert db.execute("select count(*) from tunewise_requests").fetchone()[0] == 90
+        assert db.execute("select count(*) from tunewise_predictions").fetchone()[0] == 180

@@ -115,7 +115,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         classifier = load_classifier(rd, choice.backend)
         ctx.extra["classifier"] = classifier
         batcher = MicroBatcher("classify", classifier.classify, max_requests=config.max_batch_requests,
-                               max_wait_ms=config.max_batch_wait_ms, queue_size=config.queue_size, metrics=metrics)
+                               max_wait_ms=config.max_batch_wait_ms, queue_size=config.queue_size, metrics=metrics,
+                               workers=config.batch_workers or classifier.parallel_batches)
         ctx.extra["classify_batcher"] = batcher
         batchers.append(batcher)
         _classify_routes(app, ctx, classifier, batcher)

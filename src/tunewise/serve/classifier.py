@@ -23,6 +23,7 @@ class ServedClassifier:
     backend: Literal["torch", "onnx"]
     folder: str           # relative to the run directory
     _predict: object
+    parallel_batches: int = 1   # micro-batches the backend may run at once (MicroBatcher workers)
 
     def predict_proba(self, texts: Sequence[str]) -> "np.ndarray":
         return self._predict(list(texts))  # type: ignore[operator]
@@ -82,10 +83,16 @@ def load_classifier(rd: "RunDir", backend: Literal["torch", "onnx"] = "torch") -
             raise ModelError(f"{rd.root}: serve.backend=onnx, but there is no export/onnx/; build it with "
                              f"`tunewise export {rd.root} --onnx` (add --int8 for the quantised model), or serve "
                              f"with serve.backend=torch")
-        from tunewise.onnx_backend import OnnxClassifier
+        from tunewise.onnx_backend import OnnxClassifier, cpu_threads
 
-        onnx = OnnxClassifier(onnx_dir, max_length=max_length)
-        return ServedClassifier(labels, "onnx", str(onnx_dir.relative_to(rd.root)), onnx.predict_proba)
+        # one thread per model run, and as many runs at once as CPUs but one (left to the event loop and the log
+        # writer): a micro-batch's runs are small (length buckets of a few texts), too small for an intra-op pool
+        # to pay for its hand-offs, which cost a fifth more CPU per request on two threads. More concurrent batches
+        # than that only make the batches smaller: on 2 CPUs, 2 at once cost 5.4 CPU-ms per request against 4.4
+        # for one (measured under bench/serve.py load); serve.batch_workers overrides it.
+        onnx = OnnxClassifier(onnx_dir, max_length=max_length, threads=1)
+        return ServedClassifier(labels, "onnx", str(onnx_dir.relative_to(rd.root)), onnx.predict_proba,
+                                parallel_batches=max(1, cpu_threads() - 1))
 
     from tunewise.hardware import choose_placement
     from tunewise.tasks import task_for

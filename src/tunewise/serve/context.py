@@ -35,6 +35,8 @@ from tunewise.serve.limits import RateLimiter, retry_after_header
 
 from fastapi import Request  # at module level: FastAPI reads require_key's annotation at run time
 
+_timeout = getattr(asyncio, "timeout", None)  # Python 3.11+
+
 if TYPE_CHECKING:
     from tunewise.safety.guard import GuardVerdict, InjectionGuard
     from tunewise.serve.batching import MicroBatcher
@@ -105,6 +107,9 @@ class ServeContext:
                 awaitable.close()
             raise self.deadline_error()
         try:
+            if _timeout is not None:  # Python 3.11+: a deadline on this task, not a new task per await
+                async with _timeout(remaining):
+                    return await awaitable
             return await asyncio.wait_for(awaitable, remaining)
         except asyncio.TimeoutError:
             raise self.deadline_error() from None

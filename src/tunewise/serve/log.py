@@ -90,6 +90,9 @@ class _Op:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     rows: int = 1
+    # a plain insert (record): its tunewise_requests values and tunewise_predictions values, so a group's inserts
+    # go to the database as one executemany per table instead of two statements per request
+    insert: tuple[dict[str, Any], list[dict[str, Any]]] | None = None
 
 
 class PredictionLog:
@@ -116,12 +119,12 @@ class PredictionLog:
         """Write one request's row (and its predictions); returns the request id once it is committed."""
         requests_values, prediction_values = row.request_values(), row.prediction_values()
 
-        def insert(conn):  # noqa: ANN001
+        def insert(conn):  # noqa: ANN001  # alone (a failed group is retried row by row)
             conn.execute(schema.requests.insert(), [requests_values])
             if prediction_values:
                 conn.execute(schema.predictions.insert(), prediction_values)
             return row.request_id
-        return await self._submit(insert)
+        return await self._submit(insert, insert=(requests_values, prediction_values))
 
     async def feedback(self, request_id: str, *, index: int | None, label: str | None,
                        rating: float | None) -> dict[str, Any]:
@@ -164,9 +167,9 @@ class PredictionLog:
         self.engine.dispose()
 
     # -- the writer thread
-    async def _submit(self, fn: Callable[[Any], Any]) -> Any:
+    async def _submit(self, fn: Callable[[Any], Any], insert=None) -> Any:  # noqa: ANN001
         loop = asyncio.get_running_loop()
-        op = _Op(fn, loop.create_future(), loop)
+        op = _Op(fn, loop.create_future(), loop, insert=insert)
         if not self.alive:
             raise ServeError(503, "log_unavailable", "the prediction log writer has stopped; the request was not "
                                                      "recorded, so it is refused")
@@ -196,7 +199,7 @@ class PredictionLog:
     def _commit(self, batch: list[_Op]) -> None:
         try:
             with self.engine.begin() as conn:  # one transaction, one fsync, for the whole group
-                results = [op.run(conn) for op in batch]
+                results = _run_group(conn, batch)
         except Exception:  # noqa: BLE001  # retry alone, so one bad row fails only itself
             log.exception("group commit of %d rows failed; retrying them one by one", len(batch))
             for op in batch:
@@ -212,8 +215,49 @@ class PredictionLog:
             return
         if self.on_commit is not None:
             self.on_commit(len(batch))
-        for op, result in zip(batch, results):
-            _resolve(op, result=result)
+        _resolve_group(batch, results)
+
+
+def _run_group(conn, batch: list[_Op]) -> list[Any]:  # noqa: ANN001
+    """Run a group's ops in order in one transaction; consecutive inserts go as one executemany per table."""
+    results: list[Any] = []
+    requests_values: list[dict[str, Any]] = []
+    prediction_values: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if requests_values:
+            conn.execute(schema.requests.insert(), requests_values)
+        if prediction_values:
+            conn.execute(schema.predictions.insert(), prediction_values)
+        requests_values.clear()
+        prediction_values.clear()
+    for op in batch:
+        if op.insert is not None:
+            requests_values.append(op.insert[0])
+            prediction_values.extend(op.insert[1])
+            results.append(op.insert[0]["request_id"])
+        else:
+            flush()
+            results.append(op.run(conn))
+    flush()
+    return results
+
+
+def _resolve_group(batch: list[_Op], results: list[Any]) -> None:
+    """Settle a committed group's futures with one wake-up of each event loop (not one per request)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Op, Any]]] = {}
+    for op, result in zip(batch, results):
+        by_loop.setdefault(op.loop, []).append((op, result))
+
+    def settle(pairs: list[tuple[_Op, Any]]) -> None:
+        for op, result in pairs:
+            if not op.future.done():
+                op.future.set_result(result)
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(settle, pairs)
+        except RuntimeError:  # the loop has closed (server shutting down)
+            pass
 
 
 def _resolve(op: _Op, *, result: Any = None, error: Exception | None = None) -> None:
