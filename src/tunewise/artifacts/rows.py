@@ -132,3 +132,82 @@ def load_labels(folder: Path) -> list[str]:
     return list(Labels.read(Path(folder) / LABELS_FILE).labels)
 
 
+
+
+def _quiet_datasets():
+    """Silence datasets' progress bars for the duration (its own bars for internal Arrow conversions are noise)."""
+    import contextlib
+
+    import datasets
+
+    @contextlib.contextmanager
+    def quiet():
+        shown = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            yield
+        finally:
+            if shown:
+                datasets.enable_progress_bars()
+
+    return quiet()
+
+
+def _split_path(folder: Path, split: str) -> Path:
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
+                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
+    return path
+
+
+def records_dataset(folder: Path, split: str, cache_dir: Path, *, kind: str):
+    """`{folder}/{split}.jsonl` as a memory-mapped Arrow table (datasets.Dataset) with columns id, origin, label and
+    record (the whole row as its JSON line; decode it with `row_from_record` or `example_from_record`). `kind`:
+    "row" (classification) or "example" (generation, chat); each line is checked as `load_split` /
+    `load_examples` check it. Converted a batch at a time under `cache_dir`, so a split larger than memory is
+    never held whole; every field survives the round trip exactly. The same file (size, mtime) is converted once."""
+    from datasets import Dataset, Features, Value
+
+    if kind not in _RECORDS:
+        raise ValueError(f"kind must be one of {sorted(_RECORDS)}, not {kind!r}")
+    path = _split_path(folder, split)
+    stat = path.stat()
+    features = Features({"id": Value("string"), "origin": Value("string"), "label": Value("string"),
+                         "record": Value("string")})
+    with _quiet_datasets():
+        return Dataset.from_generator(_record_fields, features=features, cache_dir=str(cache_dir),
+                                      gen_kwargs={"path": str(path), "kind": kind,
+                                                  "stamp": (stat.st_size, stat.st_mtime_ns)})
+
+
+_RECORDS = {"row": Row, "example": Example}
+
+
+def _record_fields(path: str, kind: str, stamp: tuple[int, int]):
+    """Each line of a data/ split as Arrow columns, read and checked a line at a time (`stamp` keys the cache)."""
+    import json
+
+    written = f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} written by the data stage"
+    damaged = "; the file was damaged: run the data stage again"
+    for number, value in read_jsonl(Path(path), what=written, advice=damaged):
+        try:
+            record = _RECORDS[kind](**value)
+        except TypeError as exc:  # not an object, or other keys than the record's
+            raise DataError(f"{path}:{number}: not {written} ({exc}){damaged}") from None
+        yield {"id": record.id, "origin": record.origin, "label": record.label,
+               "record": json.dumps(value, ensure_ascii=False)}
+
+
+def row_from_record(record: str) -> Row:
+    """A classification Row from the `record` column of `records_dataset`."""
+    import json
+
+    return Row(**json.loads(record))
+
+
+def example_from_record(record: str) -> Example:
+    """A generation or chat Example from the `record` column of `records_dataset`."""
+    import json
+
+    return Example(**json.loads(record))

@@ -6,6 +6,7 @@ strong baseline: on banking77 it comes within about 1.5 points of a fine-tuned M
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from numbers import Integral
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
-__all__ = ["BASELINES", "describe", "fit_predict_proba"]
+__all__ = ["BASELINES", "describe", "fit", "fit_predict_proba"]
 
 BASELINES = ("majority", "tfidf_logreg")
 
@@ -82,12 +83,28 @@ def fit_predict_proba(
     """
     func = "fit_predict_proba"
     _check_name(name, func)
+    _check_texts(train_texts, "train_texts", func)
+    test_texts = _check_texts(test_texts, "test_texts", func)
+    predict = _fit(name, train_texts, train_y, n_classes, seed, func)
+    if len(test_texts) == 0:
+        return np.zeros((0, n_classes), dtype=np.float64)
+    return predict(test_texts)
+
+
+def fit(name: str, train_texts: list[str], train_y: np.ndarray, n_classes: int,
+        seed: int) -> Callable[[list[str]], np.ndarray]:
+    """Fit baseline `name` on the training texts; returns predict(texts) -> probabilities (len(texts), n_classes),
+    row by row independent of the other texts, so a test split can be predicted a chunk at a time."""
+    return _fit(name, train_texts, train_y, n_classes, seed, "fit")
+
+
+def _fit(name: str, train_texts, train_y, n_classes: int, seed: int, func: str) -> Callable[[list[str]], np.ndarray]:
+    _check_name(name, func)
     if isinstance(n_classes, bool) or not isinstance(n_classes, Integral) or n_classes < 1:
         raise ValueError(f"The 'n_classes' parameter of {func} must be an int >= 1; got {n_classes!r}.")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"The 'seed' parameter of {func} must be an int >= 0; got {seed!r}.")
     train_texts = _check_texts(train_texts, "train_texts", func)
-    test_texts = _check_texts(test_texts, "test_texts", func)
     y = np.asarray(train_y)
     if y.dtype == bool or not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
         raise ValueError(
@@ -105,16 +122,22 @@ def fit_predict_proba(
             f"got range [{int(y.min())}, {int(y.max())}]."
         )
     present = np.unique(y)
-    out = np.zeros((len(test_texts), n_classes), dtype=np.float64)
-    if len(test_texts) == 0:
-        return out
     if name == "tfidf_logreg" and present.size < 2:
         # LogisticRegression cannot fit one class; the only honest prediction is that class.
-        out[:, present[0]] = 1.0
-        return out
+        def only_class(texts: list[str]) -> np.ndarray:
+            out = np.zeros((len(texts), n_classes), dtype=np.float64)
+            out[:, present[0]] = 1.0
+            return out
+
+        return only_class
     model = _build(name, int(seed))
     model.fit(train_texts, y.astype(np.int64))
-    proba = model.predict_proba(test_texts)
-    classes = model.classes_ if name == "majority" else model.named_steps["clf"].classes_
-    out[:, np.asarray(classes, dtype=np.int64)] = proba
-    return out
+    classes = np.asarray(model.classes_ if name == "majority" else model.named_steps["clf"].classes_, dtype=np.int64)
+
+    def predict(texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), n_classes), dtype=np.float64)
+        if len(texts):
+            out[:, classes] = model.predict_proba(texts)
+        return out
+
+    return predict

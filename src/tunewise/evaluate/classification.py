@@ -9,6 +9,7 @@ Reads data/ and model/; writes eval/:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,12 @@ from tunewise.errors import RunDirError
 from tunewise.evaluate import baselines as baseline_models
 from tunewise.evaluate.calibration import brier_score, expected_calibration_error
 from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
-from tunewise.evaluate.slices import classification_scorers, slice_fields
+from tunewise.evaluate.slices import RowGroups, classification_scorers, slice_fields_of_groups
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap, signature
+from tunewise.evaluate.tables import SplitTable, scratch_folder
 from tunewise.hardware import choose_placement
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.rundir import sha256_file
 from tunewise.tasks import task_for
 
 
@@ -43,18 +45,29 @@ def _score_system(y: np.ndarray, probs: np.ndarray, n_classes: int, recipe: Reci
 
 def classification_slices(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, recipe: Recipe) -> dict[str, Any]:
     """Accuracy and macro-F1 per group of each slice field, with CIs, and the largest gap per metric with its CI."""
+    groups = RowGroups(recipe.data.slice_fields)
+    for row in rows:
+        groups.add(row.meta)
+    return classification_slices_of_groups(groups.groups(), y, preds, n_classes, recipe)
+
+
+def classification_slices_of_groups(groups: dict[str, dict[str, np.ndarray]], y: np.ndarray, preds: np.ndarray,
+                                    n_classes: int, recipe: Recipe) -> dict[str, Any]:
+    """`classification_slices` from the rows already grouped per slice field (`SplitTable.slice_groups`)."""
     cfg = recipe.evaluate
-    return slice_fields([r.meta for r in rows], recipe.data.slice_fields,
-                        classification_scorers(y, preds, n_classes), min_size=cfg.min_slice_size,
-                        n_resamples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=recipe.seed)
+    return slice_fields_of_groups(groups, len(y), classification_scorers(y, preds, n_classes),
+                                  min_size=cfg.min_slice_size, n_resamples=cfg.bootstrap_samples,
+                                  confidence=cfg.confidence, seed=recipe.seed)
 
 
-def held_out_scores(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, recipe: Recipe,
+def held_out_scores(rows: Iterable[Any], y: np.ndarray, preds: np.ndarray, n_classes: int, recipe: Recipe,
                     audit_dir: Path | None) -> dict[str, Any] | None:
-    """The fine-tuned model's metrics without the test rows the audit flagged as leaked from train."""
+    """The fine-tuned model's metrics without the test rows the audit flagged as leaked from train. `rows`: the
+    scored rows in order, or just their ids (e.g. streamed from the table)."""
     if audit_dir is None:
         return None
-    kept, kinds = kept_and_kinds([r.id for r in rows], leaked_test_ids(audit_dir))
+    ids = (r if isinstance(r, str) else r.id for r in rows)
+    kept, kinds = kept_and_kinds(ids, leaked_test_ids(audit_dir))
     if not kinds:
         return None
     cfg = recipe.evaluate
@@ -62,20 +75,26 @@ def held_out_scores(rows, y: np.ndarray, preds: np.ndarray, n_classes: int, reci
     metrics = ({m: bootstrap_ci(y[idx], preds[idx], m, n_classes=n_classes, n_resamples=cfg.bootstrap_samples,
                                 confidence=cfg.confidence, seed=recipe.seed) for m in task_for(recipe).headline_metrics()}
                if len(idx) >= 2 else {})
-    return {"flagged_rows": len(rows) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": metrics}
+    return {"flagged_rows": len(y) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": metrics}
 
 
 def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path,
                         audit_dir: Path | None = None) -> str:
+    # the test split is read as memory-mapped Arrow and tokenised into an Arrow file, a batch at a time, and the
+    # predictions are written as they are made: only what the metrics need stays in memory (label and predicted
+    # ids, the probabilities as a float32 array, slice groups as index arrays)
+    with scratch_folder(out) as cache:
+        return _evaluate(recipe, data_dir, model_dir, out, audit_dir, cache)
+
+
+def _evaluate(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path, audit_dir: Path | None,
+              cache: Path) -> str:
     task = task_for(recipe)
     labels = load_labels(data_dir)
     label2id = {label: i for i, label in enumerate(labels)}
-    test_rows = task.read_split(data_dir, "test")
-    n_test = len(test_rows)
-    if recipe.evaluate.max_examples is not None:
-        test_rows = test_rows[:recipe.evaluate.max_examples]
-    train_rows = task.read_split(data_dir, "train")
-    y = np.array([label2id[r.label] for r in test_rows])
+    test = SplitTable.read(data_dir, cache, max_rows=recipe.evaluate.max_examples)
+    n_test = test.n_split
+    y = test.label_ids(label2id)
     k = len(labels)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
 
@@ -84,17 +103,22 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     if [model.config.id2label[i] for i in range(k)] != labels:
         raise RunDirError(f"{model_dir}: the model's label order differs from data/labels.json; rerun `tunewise train`")
     systems: dict[str, np.ndarray] = {
-        "fine_tuned": task.predict(model, tokenizer, test_rows, recipe, placement, progress=True)}
-    atomic_write_jsonl(out / "predictions.jsonl", task.prediction_rows(test_rows, systems["fine_tuned"], labels=labels))
+        "fine_tuned": test.predict_proba(model, tokenizer, max_length=recipe.model.max_length,
+                                         batch_size=recipe.train.eval_batch_size, placement=placement, progress=True)}
+    del model
+    test.write_predictions(out / "predictions.jsonl", task, labels, systems["fine_tuned"])
 
-    train_y = np.array([label2id[r.label] for r in train_rows])
     from tqdm.auto import tqdm
 
-    for name in tqdm(recipe.evaluate.baselines_for(recipe.task), desc="baselines", unit="model", leave=False):
-        probs = baseline_models.fit_predict_proba(name, [r.text for r in train_rows], train_y,
-                                                  [r.text for r in test_rows], n_classes=k, seed=recipe.seed)
+    baselines = recipe.evaluate.baselines_for(recipe.task)
+    if baselines:
+        train = SplitTable.read(data_dir, cache, split="train")
+        train_texts, train_y = train.texts(), train.label_ids(label2id)
+    for name in tqdm(baselines, desc="baselines", unit="model", leave=False):
+        predict = baseline_models.fit(name, train_texts, train_y, n_classes=k, seed=recipe.seed)
+        probs = test.predict_in_chunks(predict, k, name)
         systems[name] = probs
-        atomic_write_jsonl(out / f"predictions_{name}.jsonl", task.prediction_rows(test_rows, probs, labels=labels))
+        test.write_predictions(out / f"predictions_{name}.jsonl", task, labels, probs)
 
     cfg = recipe.evaluate
     models = {}
@@ -115,22 +139,23 @@ def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     prec, rec, f1, support = precision_recall_fscore_support(y, ft_pred, labels=list(range(k)), zero_division=0)
     per_class = {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                  for lab, p, r, f, s in zip(labels, prec, rec, f1, support)}
+    n_scored = len(y)
     test_file = data_dir / "test.jsonl"
-    subset = {"scored": len(test_rows)} if len(test_rows) < n_test else {}  # evaluate.max_examples
+    subset = {"scored": n_scored} if n_scored < n_test else {}  # evaluate.max_examples
     sig = signature(tunewise=tunewise.__version__, task="classification", boot="percentile",
                     n=cfg.bootstrap_samples, conf=cfg.confidence, seed=recipe.seed,
                     test=f"sha256={sha256_file(test_file)[:12]}", **subset, model=recipe.model.base,
                     sklearn=metadata.version("scikit-learn"), scipy=metadata.version("scipy"))
     ClassificationMetrics(
-        task=recipe.task, n_test=n_test, n_scored=len(test_rows), labels=labels, signature=sig,
+        task=recipe.task, n_test=n_test, n_scored=n_scored, labels=labels, signature=sig,
         models=models, comparisons=comparisons, per_class=per_class,
-        slices=classification_slices(test_rows, y, ft_pred, k, recipe),
-        held_out=held_out_scores(test_rows, y, ft_pred, k, recipe, audit_dir),
+        slices=classification_slices_of_groups(test.slice_groups(recipe.data.slice_fields), y, ft_pred, k, recipe),
+        held_out=held_out_scores(test.ids(), y, ft_pred, k, recipe, audit_dir),
         confusion_matrix=confusion_matrix(y, ft_pred, labels=list(range(k))).tolist()).write(out)
 
     acc = models["fine_tuned"]["metrics"]["accuracy"]
     f1m = models["fine_tuned"]["metrics"]["macro_f1"]
-    scored = f"{len(test_rows):,} of {n_test:,}" if len(test_rows) < n_test else f"{n_test:,}"
+    scored = f"{n_scored:,} of {n_test:,}" if n_scored < n_test else f"{n_test:,}"
     lines = [f"evaluate: {scored} test rows · accuracy {acc['value']:.4f} "
              f"[{acc['ci_low']:.4f}, {acc['ci_high']:.4f}] · macro-F1 {f1m['value']:.4f} "
              f"[{f1m['ci_low']:.4f}, {f1m['ci_high']:.4f}] ({cfg.confidence:.0%} bootstrap CI)"]

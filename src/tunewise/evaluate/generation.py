@@ -18,10 +18,11 @@ import torch
 
 import tunewise
 from tunewise.artifacts.metrics import GenerationMetrics
-from tunewise.artifacts.rows import Example
+from tunewise.artifacts.rows import Example, example_from_record, records_dataset
 from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
 from tunewise.evaluate.slices import mean_scorers, slice_fields
 from tunewise.evaluate.stats import signature
+from tunewise.evaluate.tables import scratch_folder
 from tunewise.evaluate.text_metrics import (
     compare_stats,
     score_stats,
@@ -31,7 +32,7 @@ from tunewise.evaluate.text_metrics import (
 from tunewise.hardware import choose_placement
 from tunewise.models import resolve_base_model
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_jsonl, sha256_file
+from tunewise.rundir import AtomicJsonlWriter, sha256_file
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import for_inference, has_chat_template, load_finetuned, references_of
 
@@ -70,15 +71,29 @@ def held_out_scores(examples: list[Example], per_example: list[dict[str, float]]
     return {"flagged_rows": len(examples) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": scores}
 
 
+def scored_examples(data_dir: Path, cache: Path, max_examples: int | None) -> tuple[list[Example], int]:
+    """The test examples to score (the first evaluate.max_examples) and how many the split has: the split is read
+    as a memory-mapped Arrow table (every line checked), and only the scored examples are decoded."""
+    table = records_dataset(data_dir, "test", cache / "records", kind="example")
+    n_test = len(table)
+    if max_examples is not None and max_examples < n_test:
+        table = table.select(range(max_examples))
+    records = table.select_columns(["record"]).iter(batch_size=1000)
+    return [example_from_record(r) for batch in records for r in batch["record"]], n_test
+
+
 def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path,
                         audit_dir: Path | None = None) -> str:
+    with scratch_folder(out) as cache:
+        test, n_test = scored_examples(data_dir, cache, recipe.evaluate.max_examples)
+    return _evaluate(recipe, data_dir, model_dir, out, audit_dir, test, n_test)
+
+
+def _evaluate(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path, audit_dir: Path | None,
+              test: list[Example], n_test: int) -> str:
     cfg = recipe.evaluate
     task = task_for(recipe)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
-    test = task.read_split(data_dir, "test")
-    n_test = len(test)
-    if cfg.max_examples is not None:
-        test = test[:cfg.max_examples]
     base = resolve_base_model(recipe.model.base)
     tok = task.load_tokenizer(model_dir if (model_dir / "tokenizer_config.json").is_file() else base.path)
     references = [references_of(ex) for ex in test]
@@ -107,7 +122,9 @@ def evaluate_generation(recipe: Recipe, data_dir: Path, model_dir: Path, out: Pa
     for name, outputs in systems.items():
         per_example = [{k: scores[k] for k in sentence} for scores in stats[name].per_example()]
         file = "predictions.jsonl" if name == "fine_tuned" else f"predictions_{name}.jsonl"
-        atomic_write_jsonl(out / file, task.prediction_rows(test, outputs, per_example=per_example))
+        with AtomicJsonlWriter(out / file) as writer:  # one line at a time
+            for record in task.prediction_rows(test, outputs, per_example=per_example):
+                writer.write(record)
         desc = (f"{recipe.model.base} fine-tuned ({method}" + (f" r{recipe.model.lora_r}" if method == "lora" else "")
                 + f", {placement.precision})" if name == "fine_tuned"
                 else f"{recipe.model.base} zero-shot on the same prompts")

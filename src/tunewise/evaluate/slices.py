@@ -110,6 +110,41 @@ def slice_field(groups: dict[str, np.ndarray], scorers: dict[str, Scorer], *, n_
 def slice_fields(meta: Sequence[dict[str, Any]], fields: Sequence[str], scorers: dict[str, Scorer], *,
                  min_size: int, n_resamples: int, confidence: float, seed: int) -> dict[str, Any]:
     """metrics.json `slices`: one SliceField per data.slice_fields column."""
-    return {field: slice_field(group_rows(meta, field), scorers, n_rows=len(meta), min_size=min_size,
-                               n_resamples=n_resamples, confidence=confidence, seed=seed + i)
-            for i, field in enumerate(fields)}
+    return slice_fields_of_groups({field: group_rows(meta, field) for field in fields}, len(meta), scorers,
+                                  min_size=min_size, n_resamples=n_resamples, confidence=confidence, seed=seed)
+
+
+def slice_fields_of_groups(groups: dict[str, dict[str, np.ndarray]], n_rows: int, scorers: dict[str, Scorer], *,
+                           min_size: int, n_resamples: int, confidence: float, seed: int) -> dict[str, Any]:
+    """`slice_fields` from the rows already grouped per field (as `group_rows` groups them, e.g. a batch at a
+    time by `RowGroups`), in field order."""
+    return {field: slice_field(by_value, scorers, n_rows=n_rows, min_size=min_size, n_resamples=n_resamples,
+                               confidence=confidence, seed=seed + i)
+            for i, (field, by_value) in enumerate(groups.items())}
+
+
+class RowGroups:
+    """`group_rows` for every slice field, fed one row's meta at a time: each group's row indices are kept in an
+    int64 array (8 bytes a row per field), not in the rows themselves."""
+
+    def __init__(self, fields: Sequence[str]):
+        import array
+
+        self._array = array.array
+        self.fields = list(fields)
+        self._groups: dict[str, dict[str, Any]] = {field: {} for field in self.fields}
+        self.rows = 0
+
+    def add(self, meta: dict[str, Any]) -> None:
+        for field in self.fields:
+            value = meta.get(field)
+            key = MISSING_SLICE_VALUE if value is None else str(value)
+            groups = self._groups[field]
+            if key not in groups:
+                groups[key] = self._array("q")
+            groups[key].append(self.rows)
+        self.rows += 1
+
+    def groups(self) -> dict[str, dict[str, np.ndarray]]:
+        return {field: {value: np.array(idx, dtype=np.int64) for value, idx in sorted(by_value.items())}
+                for field, by_value in self._groups.items()}

@@ -208,6 +208,98 @@ def encode_all(tok, examples: list[Example], *, task: str, max_length: int, trun
     return encoded, rejected
 
 
+def encode_examples_dataset(tok, examples, *, task: str, max_length: int, truncation: str, split: str,
+                            cache_file: Path) -> EncodedSplit:
+    """`encode_all` for a memory-mapped records table (artifacts.rows.records_dataset, kind "example"): encoded a
+    batch at a time into the Arrow file `cache_file` (columns input_ids, labels, length, truncated,
+    trained_tokens, id), so a split larger than memory stays on disk. The same examples are encoded, in the same
+    order, and the same ones quarantined with the same records, as `encode_all` over the whole list."""
+    import json
+
+    from tunewise.artifacts.rows import example_from_record
+
+    def encode_batch(batch):
+        out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], "truncated": [], "trained_tokens": [],
+                                "id": [], "rejected": []}
+        for record in batch["record"]:
+            ex = example_from_record(record)
+            encoded, rejected = encode_all(tok, [ex], task=task, max_length=max_length, truncation=truncation,
+                                           split=split)
+            e = encoded[0] if encoded else Encoded([], [])
+            out["input_ids"].append(e.input_ids)
+            out["labels"].append(e.labels)
+            out["length"].append(len(e.input_ids))
+            out["truncated"].append(e.truncated)
+            out["trained_tokens"].append(e.trained_tokens)
+            out["id"].append(ex.id)
+            out["rejected"].append(json.dumps(rejected[0], ensure_ascii=False) if rejected else None)
+        return out
+
+    if len(examples) == 0:
+        from datasets import Dataset
+
+        empty = Dataset.from_dict({k: [] for k in ("input_ids", "labels", "length", "truncated", "trained_tokens",
+                                                   "id")})
+        return EncodedSplit(empty, [], 0)
+    every = _arrow_map(examples, encode_batch, cache_file.with_name(cache_file.stem + ".all.arrow"))
+    rejected = [json.loads(r) for batch in every.select_columns(["rejected"]).iter(batch_size=10_000)
+                for r in batch["rejected"] if r is not None]
+    kept = every.remove_columns("rejected")
+    if rejected:  # a plain table of the encoded examples only (no index mapping over the rejected ones)
+        def accepted(batch):
+            keep = [i for i, r in enumerate(batch["rejected"]) if r is None]
+            return {k: [batch[k][i] for i in keep] for k in kept.column_names}
+
+        kept = _arrow_map(every, accepted, cache_file)
+    return EncodedSplit(kept, rejected, len(examples))
+
+
+@dataclass
+class EncodedSplit:
+    """A split encoded into Arrow (see encode_examples_dataset): the encoded examples, the quarantine records of
+    those that could not be encoded, and how many examples the split had."""
+
+    dataset: Any
+    rejected: list[dict[str, Any]]
+    examples: int
+
+    def totals(self) -> dict[str, int]:
+        """examples, tokens, trained_tokens, truncated_examples, truncated_tokens: summed a batch at a time."""
+        sums = {"examples": len(self.dataset), "tokens": 0, "trained_tokens": 0, "truncated_examples": 0,
+                "truncated_tokens": 0}
+        columns = ["length", "trained_tokens", "truncated"]
+        for batch in self.dataset.select_columns(columns).iter(batch_size=10_000):
+            sums["tokens"] += sum(batch["length"])
+            sums["trained_tokens"] += sum(batch["trained_tokens"])
+            sums["truncated_examples"] += sum(1 for t in batch["truncated"] if t)
+            sums["truncated_tokens"] += sum(batch["truncated"])
+        return sums
+
+    def head(self, n: int) -> list[Encoded]:
+        """The first n encoded examples as Encoded (for mask previews)."""
+        rows = self.dataset.select(range(min(n, len(self.dataset))))
+        return [Encoded(r["input_ids"], r["labels"], r["truncated"], {"id": r["id"]}) for r in rows]
+
+    def features(self):
+        """The columns the Trainer and the collator read (input_ids, labels, length): a view, nothing copied."""
+        return self.dataset.select_columns(["input_ids", "labels", "length"])
+
+
+def _arrow_map(dataset, fn, cache_file: Path, batch_size: int = 256):
+    """dataset.map(fn, batched) into the Arrow file `cache_file` (rewritten, never read from an old cache)."""
+    import datasets
+
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        return dataset.map(fn, batched=True, batch_size=batch_size, remove_columns=dataset.column_names,
+                           cache_file_name=str(cache_file), load_from_cache_file=False)
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
 MASK_MARKS = {"ansi": ("\x1b[1;32m", "\x1b[0m"), "plain": ("[[", "]]")}  # around trained tokens
 
 
@@ -254,6 +346,85 @@ def pack(encoded: list[Encoded], max_length: int) -> list[dict[str, list[int]]]:
         row["seq_lens"].append(n)
         free[slot] -= n
     return rows
+
+
+def pack_plan(lengths, max_length: int):
+    """`pack`'s first-fit-decreasing assignment from the sequence lengths alone: (members, offsets), where row r
+    holds examples members[offsets[r]:offsets[r + 1]] in the order `pack` appends them. The same rows as `pack`,
+    found with a max-segment tree over the rows' free room (log time per example instead of a scan of every
+    row), in a few bytes per example."""
+    import array
+
+    import numpy as np
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    order = np.argsort(-lengths, kind="stable")  # `sorted` by -length is stable too
+    size = 1
+    while size < max(n, 1):
+        size *= 2
+    room = array.array("q", [max_length]) * (2 * size)  # most free room under each node; unused rows are empty
+    slot_of = np.empty(n, dtype=np.int64)
+    used = 0
+    for k, i in enumerate(order.tolist()):
+        need = int(lengths[i])
+        if room[1] >= need:  # the first row with room: go left whenever the left subtree has it
+            node = 1
+            while node < size:
+                node = 2 * node if room[2 * node] >= need else 2 * node + 1
+            slot = node - size
+        else:  # longer than max_length: a new row of its own, as `pack` does
+            slot = used
+        used = max(used, slot + 1)
+        node = slot + size
+        room[node] -= need
+        node //= 2
+        while node:
+            room[node] = max(room[2 * node], room[2 * node + 1])
+            node //= 2
+        slot_of[k] = slot
+    members = order[np.argsort(slot_of, kind="stable")]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(slot_of, minlength=used))]).astype(np.int64)
+    return members, offsets
+
+
+def pack_dataset(encoded, max_length: int, cache_file: Path, *, rows_per_batch: int = 256):
+    """`pack` for an encoded Arrow dataset (input_ids, labels, length): the packed rows (input_ids, labels,
+    position_ids, seq_lens, length) written a batch of rows at a time into the Arrow file `cache_file`. Only the
+    lengths and the plan are held in memory; the token ids are read from the memory-mapped table as each row
+    is built."""
+    import numpy as np
+    from datasets import Dataset
+
+    lengths = np.asarray(encoded.data.column("length").to_numpy(), dtype=np.int64)
+    members, offsets = pack_plan(lengths, max_length)
+
+    def build(batch):
+        out: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": [], "length": []}
+        spans = [(int(offsets[r]), int(offsets[r + 1])) for r in batch["row"]]
+        wanted = np.concatenate([members[a:b] for a, b in spans]).tolist()
+        got = encoded.select_columns(["input_ids", "labels"])[wanted]
+        at = 0
+        for a, b in spans:
+            ids: list[int] = []
+            labels: list[int] = []
+            positions: list[int] = []
+            seq_lens: list[int] = []
+            for j in range(at, at + b - a):
+                ids += got["input_ids"][j]
+                labels += got["labels"][j]
+                positions += range(len(got["input_ids"][j]))
+                seq_lens.append(len(got["input_ids"][j]))
+            at += b - a
+            out["input_ids"].append(ids)
+            out["labels"].append(labels)
+            out["position_ids"].append(positions)
+            out["seq_lens"].append(seq_lens)
+            out["length"].append(len(ids))
+        return out
+
+    rows = Dataset.from_dict({"row": np.arange(len(offsets) - 1, dtype=np.int64)})
+    return _arrow_map(rows, build, cache_file, batch_size=rows_per_batch)
 
 
 def block_causal_mask(seq_lens: list[list[int]], length: int) -> torch.Tensor:

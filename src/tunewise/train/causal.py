@@ -3,6 +3,8 @@
 Reads data/ (train, validation); writes model/:
   adapter_model.safetensors + adapter_config.json (LoRA) or model.safetensors + config.json (full), tokenizer files
   checkpoints/, tensorboard/, train_log.jsonl     as for classification
+  arrow/                                          the splits as memory-mapped Arrow, encoded (and packed) a batch
+                                                  at a time while training (then removed)
   quarantine.jsonl                                examples that could not be encoded (too long with
                                                   model.truncation=reject, template errors), never dropped silently
   train_summary.json                              trained tokens/s, per-epoch validation loss and token accuracy
@@ -11,10 +13,14 @@ Reads data/ (train, validation); writes model/:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tunewise.artifacts.rows import records_dataset
 from tunewise.artifacts.train import CausalTrainSummary
 from tunewise.errors import DataError
 from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
@@ -22,7 +28,7 @@ from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
-from tunewise.tasks.causal import IGNORE, as_features, mask_segments, pack
+from tunewise.tasks.causal import IGNORE, EncodedSplit, encode_examples_dataset, mask_segments, pack_dataset
 from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
                                    resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
@@ -30,20 +36,38 @@ from tunewise.train.distributed import hardware_record, rank_zero_trainer
 QUARANTINE_FILE = "quarantine.jsonl"
 
 
-def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str):
-    """Encoded examples of one split and the quarantine records of those that could not be encoded."""
-    task = task_for(recipe)
-    examples = task.read_split(data_dir, split)
-    encoded, rejected = task.encode(tokenizer, examples, recipe, split=split)
+def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str, cache: Path) -> EncodedSplit:
+    """One split encoded into Arrow files under `cache` (read and tokenised a batch at a time, so a split larger
+    than memory stays on disk), with the quarantine records of the examples that could not be encoded."""
+    examples = records_dataset(data_dir, split, cache / "records", kind="example")
+    enc = encode_examples_dataset(tokenizer, examples, task=recipe.task, max_length=recipe.model.max_length,
+                                  truncation=recipe.model.truncation, split=split, cache_file=cache / f"{split}.arrow")
+    rejected = enc.rejected
     if rejected and recipe.data.on_error == "fail":
         more = f" (and {len(rejected) - 1} more)" if len(rejected) > 1 else ""
         raise DataError(f"{rejected[0]['reason']}{more}; set data.on_error=quarantine to set such examples aside")
-    share = len(rejected) / max(len(examples), 1)
+    share = len(rejected) / max(enc.examples, 1)
     if share > recipe.data.max_quarantine_fraction:
-        raise DataError(f"{split}: {len(rejected)} of {len(examples)} examples ({share:.1%}) could not be encoded, "
+        raise DataError(f"{split}: {len(rejected)} of {enc.examples} examples ({share:.1%}) could not be encoded, "
                         f"more than data.max_quarantine_fraction={recipe.data.max_quarantine_fraction}; first: "
                         f"{rejected[0]['reason']}")
-    return encoded, rejected
+    return enc
+
+
+@contextmanager
+def arrow_cache(out: Path, world: World):
+    """Where the splits' Arrow files live while training: model/arrow/ on rank 0 (removed afterwards), a temporary
+    folder on the other ranks, which write nothing in the run."""
+    if not world.is_main:
+        with tempfile.TemporaryDirectory(prefix="tunewise-arrow-") as folder:
+            yield Path(folder)
+        return
+    folder = out / "arrow"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=None):
@@ -146,7 +170,12 @@ def _quiet_known_warnings() -> None:
 def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, *, resume: bool = False,
                  world: World = World(), threads: ThreadPlan | None = None) -> str:
     """Train and (rank 0 only, with several processes) write model/; returns the stage message."""
-    from datasets import Dataset
+    with arrow_cache(out, world) as cache:
+        return _train(recipe, base, data_dir, out, cache, resume=resume, world=world, threads=threads)
+
+
+def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache: Path, *, resume: bool,
+           world: World, threads: ThreadPlan | None) -> str:
     from transformers import set_seed
 
     _quiet_known_warnings()
@@ -155,15 +184,19 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     set_seed(recipe.seed)
     task = task_for(recipe)
     tokenizer = task.load_tokenizer(base.path)
-    train_enc, rejected = encode_split(recipe, tokenizer, data_dir, "train")
-    val_enc: list = []
+    # the splits are read as memory-mapped Arrow and encoded (and packed) a batch at a time into Arrow files
+    # under `cache`: a training set larger than memory stays on disk
+    train_enc = encode_split(recipe, tokenizer, data_dir, "train", cache)
+    rejected = list(train_enc.rejected)
+    val_enc = None
     if (data_dir / "validation.jsonl").exists():
-        val_enc, val_rejected = encode_split(recipe, tokenizer, data_dir, "validation")
-        rejected += val_rejected
+        val_enc = encode_split(recipe, tokenizer, data_dir, "validation", cache)
+        rejected += val_enc.rejected
     if world.is_main:
         atomic_write_jsonl(out / QUARANTINE_FILE, rejected)
-    if not train_enc:
+    if len(train_enc.dataset) == 0:
         raise DataError(f"{data_dir / 'train.jsonl'}: no training example could be encoded")
+    totals = train_enc.totals()
 
     method = recipe.model.finetune_method(recipe.task)
     model = task.load_model(base.path)
@@ -175,12 +208,10 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     if method == "lora":
         model = wrap_lora(model, recipe)
 
-    features = pack(train_enc, recipe.model.max_length) if cfg.packing else as_features(train_enc)
-    for f in features:
-        f["length"] = len(f["input_ids"])
-    train_ds = Dataset.from_list(features)
-    val_ds = Dataset.from_list([{**f, "length": len(f["input_ids"])} for f in as_features(val_enc)]) if val_enc else None
-    trained_tokens_per_epoch = sum(e.trained_tokens for e in train_enc)
+    train_ds = (pack_dataset(train_enc.dataset, recipe.model.max_length, cache / "train.packed.arrow")
+                if cfg.packing else train_enc.features())
+    val_ds = val_enc.features() if val_enc is not None and len(val_enc.dataset) else None
+    trained_tokens_per_epoch = totals["trained_tokens"]
 
     ckpt_dir = out / "checkpoints"
     resume_from = last_complete_checkpoint(ckpt_dir) if resume else None
@@ -241,18 +272,18 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
                             if state.best_model_checkpoint else None),
         "best_metric": {"name": best_name, "value": state.best_metric} if state.best_metric is not None else None,
         "early_stopped": bool(val_ds is not None and state.epoch is not None and state.epoch < cfg.epochs - 1e-6),
-        "train_examples": len(train_enc),
+        "train_examples": totals["examples"],
         "train_rows": len(train_ds),
-        "validation_examples": len(val_enc),
+        "validation_examples": len(val_enc.dataset) if val_enc is not None else 0,
         "quarantined_examples": len(rejected),
-        "truncated_train_examples": sum(1 for e in train_enc if e.truncated),
-        "truncated_prompt_tokens": sum(e.truncated for e in train_enc),
+        "truncated_train_examples": totals["truncated_examples"],
+        "truncated_prompt_tokens": totals["truncated_tokens"],
         "trained_tokens": int(trained_tokens),
-        "tokens_per_epoch": sum(len(e.input_ids) for e in train_enc),
+        "tokens_per_epoch": totals["tokens"],
         "train_seconds": round(wall, 2),
         "eval_seconds_during_training": round(timer.eval_seconds, 2),
         "trained_tokens_per_second": round(trained_tokens / train_only, 1) if not resume_from else None,
-        "processed_tokens_per_second": (round(sum(len(e.input_ids) for e in train_enc) * epochs_run / train_only, 1)
+        "processed_tokens_per_second": (round(totals["tokens"] * epochs_run / train_only, 1)
                                         if not resume_from else None),
         "final_train_loss": result.training_loss,
         "per_epoch": per_epoch,
@@ -260,7 +291,8 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
         "trainable_parameters": trainable,
         # the first training examples as the model saw them, with the tokens that carry loss marked
         "mask_preview": [{"id": e.meta.get("id"), "tokens": len(e.input_ids), "trained_tokens": e.trained_tokens,
-                          "truncated": e.truncated, "segments": mask_segments(tokenizer, e)} for e in train_enc[:3]],
+                          "truncated": e.truncated, "segments": mask_segments(tokenizer, e)}
+                         for e in train_enc.head(3)],
         "hardware": hardware_record(recipe, placement, world, threads or plan_threads(world.local_size), attention),
     })
     summary.write(out)
@@ -271,7 +303,7 @@ def train_causal(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path,
     note = f", resumed from {summary.resumed_from}" if resume_from else ""
     tps = (f", {summary.trained_tokens_per_second:,.0f} trained tok/s of "
            f"{summary.processed_tokens_per_second:,.0f} processed" if summary.trained_tokens_per_second else "")
-    return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {len(train_enc):,} examples in {wall:.0f}s "
+    return (f"train: {method} fine-tuning, {epochs_run:g} epochs on {totals['examples']:,} examples in {wall:.0f}s "
             f"({placement.precision} on {placement.device}"
             + (f", {world.size} processes (DDP)" if world.size > 1 else "") + f"{note}{tps}){val}"
             + (f"; {len(rejected)} examples quarantined (model/{QUARANTINE_FILE})" if rejected else ""))
