@@ -1,6 +1,6 @@
-"""Data larger than memory: the data stage streams its input, so the memory it uses beyond its fixed start-up
-cost stays far below the size of the data (checked under a hard RLIMIT_AS cap in a subprocess); the training data
-is read back as a memory-mapped Arrow table."""
+"""Data larger than memory: the data stage streams its input, so the memory it uses beyond its fixed start-up cost
+stays below the size of the data, and the audit's stays within twice it (each checked under a hard cap in a
+subprocess); the training data is read back as a memory-mapped Arrow table."""
 
 from __future__ import annotations
 
@@ -47,6 +47,43 @@ print(json.dumps({"message": message, "start_up": start_up, "cap": cap, "peak": 
 '''
 
 
+CAPPED_AUDIT = r'''
+import json, resource, sys
+from pathlib import Path
+
+import tunewise.audit.scan
+from tunewise.audit.stage import run_audit
+from tunewise.data.prepare import prepare_data
+from tunewise.recipe import load_recipe
+
+# the label-noise model is fitted on a seeded sample of at most this many train rows: a fixed cost, whatever the
+# data's size, so a smaller sample keeps the test fast and leaves every code path as it is
+tunewise.audit.scan.LABEL_NOISE_MAX_ROWS = NOISE_ROWS = 2000
+
+def private_bytes():  # the private memory (heap, anonymous mappings) this process holds: what RLIMIT_DATA limits
+    for line in open("/proc/self/status"):
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+
+warm, big, big_data, allowance = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
+prepare_data(load_recipe(warm), warm.parent / "warm-data")
+for attempt in range(2):  # every import, cache and pool, and the label-noise model at its full sample
+    run_audit(load_recipe(warm), warm.parent / "warm-data", warm.parent / f"warm-audit{attempt}")
+start_up = private_bytes()  # the heap is never trimmed (STEADY_MALLOC), so this is the warm-up's high-water mark
+cap = start_up + allowance
+resource.setrlimit(resource.RLIMIT_DATA, (cap, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+message = run_audit(load_recipe(big), big_data, big.parent / "big-audit")
+end = private_bytes()
+print(json.dumps({"message": message, "start_up": start_up, "cap": cap, "end": end}))
+'''
+# One heap that never shrinks, so the private memory after the warm-up is its high-water mark; allocations under
+# 32 MiB come from that heap (RLIMIT_DATA, unlike RLIMIT_AS, does not count the memory-mapped temp files the audit
+# spills to, nor thread arenas' reserved address space, which varied by up to 113 MiB from run to run)
+STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40),
+                 "MALLOC_ARENA_MAX": "1", "RAYON_NUM_THREADS": "1"}
+WARM_LINES = 2500  # 2,000+ train rows: the label-noise check's sample (NOISE_ROWS) is full, as on the big file
+
+
 def varied_banking77(path: Path, megabytes: float) -> dict[str, int]:
     """The benchmark's generator (bench/streaming.py): real banking77 rows made distinct, one line in 1,000 broken."""
     spec = importlib.util.spec_from_file_location("bench_streaming", REPO / "bench" / "streaming.py")
@@ -64,13 +101,12 @@ def data_recipe(folder: Path, name: str, train: Path) -> Path:
     return path
 
 
-def test_the_data_stage_runs_in_far_less_memory_than_its_data(tmp_path):
-    """16 MiB of JSONL through the whole data stage (read, validate, quarantine, derive labels, make ids unique,
-    carve validation and test stratified, write) with the process's address space capped at what the same stage
-    needed for 1,000 rows plus half the data's size; reading the file into memory under that cap fails.
-    Every row is accounted for: rows in = rows kept + rows quarantined."""
+@pytest.fixture(scope="module")
+def capped_data_stage(tmp_path_factory):
+    """The data stage on 16 MiB of JSONL under the cap (see the test below); its output feeds the audit's test."""
     if not BANKING77.is_dir():
         pytest.skip("shared banking77 data not found")
+    tmp_path = tmp_path_factory.mktemp("capped")
     big = tmp_path / "big.jsonl"
     written = varied_banking77(big, DATA_MB)
     small = tmp_path / "small.jsonl"
@@ -82,6 +118,16 @@ def test_the_data_stage_runs_in_far_less_memory_than_its_data(tmp_path):
                           env=subprocess_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"folder": tmp_path, "big": big, "written": written, "result": result}
+
+
+def test_the_data_stage_runs_in_far_less_memory_than_its_data(capped_data_stage):
+    """16 MiB of JSONL through the whole data stage (read, validate, quarantine, derive labels, make ids unique,
+    carve validation and test stratified, write) with the process's address space capped at what the same stage
+    needed for 1,000 rows plus half the data's size; reading the file into memory under that cap fails.
+    Every row is accounted for: rows in = rows kept + rows quarantined."""
+    tmp_path, big = capped_data_stage["folder"], capped_data_stage["big"]
+    written, result = capped_data_stage["written"], capped_data_stage["result"]
     assert not result["whole_file_fits"], result  # the cap binds: the file as lines does not fit under it
     assert result["cap"] - result["start_up"] <= big.stat().st_size / 2
 
@@ -96,6 +142,46 @@ def test_the_data_stage_runs_in_far_less_memory_than_its_data(tmp_path):
     print(f"{big.stat().st_size / 2**20:.1f} MiB of data, {written['lines']:,} lines; start-up "
           f"{result['start_up'] / 2**20:.0f} MiB of address space, cap {result['cap'] / 2**20:.0f} MiB, "
           f"peak {result['peak'] / 2**20:.0f} MiB")
+
+
+def test_the_audit_holds_a_bounded_share_of_its_data(capped_data_stage):
+    """The whole audit (exact and MinHash near-duplicates, leakage, label conflicts and label noise, lengths in
+    MiniLM tokens, PII, the plots and the datacard) of the 16 MiB file's ~95,000 rows, with the private memory
+    (RLIMIT_DATA) capped at what the audit of its first 2,500 lines needed plus twice the data's size. The audit
+    spills its per-row state to disk and now holds about 175 bytes a row beyond its start-up, about the size of
+    the rows themselves: not less than the data, so the cap is twice its size. Before the spilling it held ~880
+    bytes a row (bench/streaming.py), ~80 MiB here, which this cap refuses.
+    The findings account for every row: the rows audited are the rows the data stage kept, and
+    quarantine.jsonl holds every row the data stage quarantined plus every row a finding recommends removing."""
+    folder, big = capped_data_stage["folder"], capped_data_stage["big"]
+    written = capped_data_stage["written"]
+    warm = folder / "warm.jsonl"
+    with open(big, encoding="utf-8") as src:
+        warm.write_text("".join(next(src) for _ in range(WARM_LINES)), encoding="utf-8")
+    allowance = 2 * big.stat().st_size  # twice the data's size, on top of what the audit of 2,500 lines needed
+    proc = subprocess.run([sys.executable, "-c", CAPPED_AUDIT, str(data_recipe(folder, "warm", warm)),
+                           str(folder / "big.yaml"), str(folder / "big-out"), str(allowance)],
+                          env={**subprocess_env(), **STEADY_MALLOC}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["cap"] - result["start_up"] <= 2 * big.stat().st_size
+
+    findings = json.loads((folder / "big-audit" / "findings.json").read_text())
+    summary = json.loads((folder / "big-out" / "summary.json").read_text())
+    stats = findings["stats"]
+    assert {name: s["rows"] for name, s in stats["splits"].items()} == \
+        {name: s["rows"] for name, s in summary["splits"].items()}
+    assert stats["data_quarantined"] == written["bad"] > 0
+    assert stats["near_duplicates"]["candidate_pairs"] > 0  # the near-duplicate search ran on every row
+    noise = next(f for f in findings["findings"] if f["check"] == "label_noise")
+    assert noise["details"]["checked_rows"] == 2000  # NOISE_ROWS: the check ran on its full sample
+    removals = sum(f["count"] for f in findings["findings"]
+                   if (f["check"], f["kind"]) in {("duplicate", "exact"), ("empty", "near_empty"), ("leak", "exact")})
+    lines = [json.loads(line) for line in open(folder / "big-audit" / "quarantine.jsonl", encoding="utf-8")]
+    assert len(lines) == written["bad"] + removals
+    assert all(line["text"] for line in lines if line["stage"] == "audit")  # each with its excerpt
+    print(f"{written['lines']:,} lines; audit start-up {result['start_up'] / 2**20:.0f} MiB of private memory, "
+          f"cap {result['cap'] / 2**20:.0f} MiB, at the end {result['end'] / 2**20:.0f} MiB")
 
 
 def test_the_carved_split_is_sklearns_stratified_split_exactly():

@@ -8,6 +8,7 @@ guessing.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import tunewise
 from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.findings import CHECK_TITLES
 from tunewise.kit.identity_terms import load_families, mention_counts
+from tunewise.kit.jsonl import read_jsonl
 from tunewise.recipe import Recipe
 from tunewise.safety.pii import KIND_WORDS
 from tunewise.tasks import task_for
@@ -43,15 +45,28 @@ def _share(n: int, total: int) -> str:
     return f"{100 * n / total:.1f}%" if total else "—"
 
 
-def slice_representation(recipe: Recipe, rows_by_split: dict[str, list]) -> list[dict[str, Any]]:
+def slice_counts(recipe: Recipe, rows: Iterable[dict[str, Any]]) -> tuple[dict[str, Counter], int]:
+    """({slice field: rows per group}, rows) of one split's records, counted as they stream past."""
+    counts: dict[str, Counter] = {field: Counter() for field in recipe.data.slice_fields}
+    total = 0
+    for r in rows:
+        total += 1
+        meta = r.get("meta") or {}
+        for field, counter in counts.items():
+            counter[MISSING_VALUE if meta.get(field) is None else str(meta.get(field))] += 1
+    return counts, total
+
+
+def slice_representation(recipe: Recipe, counted: dict[str, tuple[dict[str, Counter], int]]) -> list[dict[str, Any]]:
     """Per data.slice_fields column: each group's rows and share in train and in test, the test-to-train share
-    ratio, and whether the group has too few test rows to judge (evaluate.min_slice_size)."""
+    ratio, and whether the group has too few test rows to judge (evaluate.min_slice_size). `counted`: split ->
+    `slice_counts` of its rows."""
     out = []
     minimum = recipe.evaluate.min_slice_size
+    rows_by_split = counted  # the splits, in order
     for field in recipe.data.slice_fields:
-        counts = {split: Counter(MISSING_VALUE if r.meta.get(field) is None else str(r.meta.get(field))
-                                 for r in rows) for split, rows in rows_by_split.items()}
-        totals = {split: len(rows) for split, rows in rows_by_split.items()}
+        counts = {split: per_field[field] for split, (per_field, _) in counted.items()}
+        totals = {split: total for split, (_, total) in counted.items()}
         groups = sorted(set().union(*counts.values()), key=lambda g: (-counts.get("train", Counter())[g], g))
         rows = []
         for g in groups:
@@ -66,15 +81,17 @@ def slice_representation(recipe: Recipe, rows_by_split: dict[str, list]) -> list
     return out
 
 
-def identity_mentions(recipe: Recipe, train_rows: list) -> list[dict[str, Any]]:
-    """Per identity-term family (kit/terms): the share of training rows whose text mentions it, and per group."""
-    from dataclasses import asdict
-
+def identity_mentions(recipe: Recipe, train_rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per identity-term family (kit/terms): the share of training rows whose text mentions it, and per group.
+    The rows (data/ records) stream past a batch at a time."""
     task = task_for(recipe)
-    texts = [task.sides(asdict(r)).whole for r in train_rows]
     families = load_families()
-    counts = mention_counts(texts, families)
-    total = len(texts)
+    counts: dict[str, Counter] = {fam.name: Counter() for fam in families}
+    total = 0
+    for batch in _batches(train_rows):
+        total += len(batch)
+        for name, found in mention_counts([task.sides(r).whole for r in batch], families).items():
+            counts[name].update(found)
     return [{"family": fam.name, "title": fam.title, "rows": counts[fam.name]["any"],
              "share": _share(counts[fam.name]["any"], total),
              "groups": [{"group": g, "rows": counts[fam.name][g], "share": _share(counts[fam.name][g], total)}
@@ -85,13 +102,31 @@ def identity_mentions(recipe: Recipe, train_rows: list) -> list[dict[str, Any]]:
 def representation(recipe: Recipe, data_dir: Path) -> dict[str, Any]:
     """What the datacard's representation section shows: slice groups in train against test, and identity-term
     mentions in the training text."""
-    task = task_for(recipe)
-    rows_by_split = {split: task.read_split(data_dir, split) for split in REPRESENTATION_SPLITS
-                     if (Path(data_dir) / f"{split}.jsonl").is_file()}
-    train = rows_by_split.get("train", [])
-    return {"slices": slice_representation(recipe, rows_by_split) if "train" in rows_by_split else [],
-            "identity": identity_mentions(recipe, train), "train_rows": len(train),
-            "splits": list(rows_by_split), "min_slice_size": recipe.evaluate.min_slice_size}
+    splits = [split for split in REPRESENTATION_SPLITS if (Path(data_dir) / f"{split}.jsonl").is_file()]
+    counted = {split: slice_counts(recipe, _records(data_dir, split)) for split in splits}
+    train_rows = counted["train"][1] if "train" in counted else 0
+    return {"slices": slice_representation(recipe, counted) if "train" in counted else [],
+            "identity": identity_mentions(recipe, _records(data_dir, "train") if "train" in counted else []),
+            "train_rows": train_rows, "splits": splits, "min_slice_size": recipe.evaluate.min_slice_size}
+
+
+def _records(data_dir: Path, split: str) -> Iterator[dict[str, Any]]:
+    """The records of a data/ split, a line at a time (never the whole split in memory)."""
+    written = "a record written by the data stage"
+    for _, value in read_jsonl(Path(data_dir) / f"{split}.jsonl", what=written,
+                               advice="; the file was damaged: run the data stage again"):
+        yield value
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int = 4096) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, Any],

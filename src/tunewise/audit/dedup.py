@@ -3,9 +3,12 @@
 Texts are added in batches (`DuplicateIndex.add`), each tagged with its split; the index keeps per text only
 a 64-bit key of its exact form, its LSH band keys (b × 8 bytes) and its set of 32-bit shingle hashes, never the
 text itself. The band keys and the shingle sets, which grow with the data, are appended to temporary files
-(under TMPDIR) and memory-mapped when `finish()` needs them, so in memory the index holds about 20 bytes a text. `finish()` then groups exact duplicates by sorting the keys, finds near-duplicate candidates by
-sorting each band's keys (MinHash LSH, see minhash.py), and verifies every candidate pair by its exact Jaccard
-similarity. The result answers, per split: duplicates, near-duplicate clusters, and eval rows leaked from train.
+(under TMPDIR) and read back when `finish()` needs them (one band, or the sets of one chunk of pairs, at a
+time), so in memory the index holds about 20 bytes a text, in numpy arrays. `finish()` then groups exact
+duplicates by sorting the keys, finds near-duplicate candidates by sorting each band's keys (MinHash LSH, see
+minhash.py; merged band by band, so memory follows the distinct candidates, not the raw hits), and verifies
+every candidate pair by its exact Jaccard similarity. The result answers, per split: duplicates, near-duplicate
+clusters, and eval rows leaked from train.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from tunewise.audit.normalize import NON_WORD, exact_form, key64
 
 NUM_PERM = 128
 SHORT_TEXT_WORDS = 30  # median words at or below which shingles are single words
-_CACHE_LIMIT = 2_000_000
+_CACHE_LIMIT = 1 << 19  # shingle -> hash entries (~150 bytes each) kept before the cache starts again
 
 
 def shingle_words_for(median_words: float) -> int:
@@ -77,13 +80,14 @@ class Duplicates:
         index = np.searchsorted(nodes, self.edges[keep])
         graph = coo_matrix((np.ones(len(index)), (index[:, 0], index[:, 1])), shape=(len(nodes), len(nodes)))
         _, label = connected_components(graph, directed=False)
-        comp_of_rep = dict(zip(nodes.tolist(), label.tolist()))
-        members: dict[int, list[int]] = {}
-        for row, rep in zip(rows.tolist(), self.rep[rows].tolist()):
-            comp = comp_of_rep.get(rep)
-            if comp is not None:
-                members.setdefault(comp, []).append(row)
-        return [np.array(m) for m in sorted(members.values(), key=lambda m: m[0])]
+        reps = self.rep[rows]
+        pos = np.minimum(np.searchsorted(nodes, reps), len(nodes) - 1)
+        linked = nodes[pos] == reps  # rows whose exact form is in a verified pair
+        comp, members = label[pos[linked]], rows[linked]
+        order = np.argsort(comp, kind="stable")  # grouped by component, global order within each
+        comp, members = comp[order], members[order]
+        clusters = np.split(members, np.flatnonzero(comp[1:] != comp[:-1]) + 1)
+        return sorted(clusters, key=lambda m: m[0])
 
     def leaks(self, source: int, target: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Rows of `target` whose text is in `source` (exact) or a verified near-duplicate of a `source` text.
@@ -194,8 +198,7 @@ class DuplicateIndex:
     def _finish(self, spill: "_Spill") -> Duplicates:
         groups = _cat(self._groups, np.int8)
         keys = _cat(self._keys, np.uint64)
-        csr = {name: (np.concatenate([[0], np.cumsum(_cat(sizes, np.int64))]).astype(np.int64), spill.set_data(name))
-               for name, sizes in self._sizes.items() if sizes}
+        csr = {name: (_offsets(sizes), spill.set_data(name)) for name, sizes in self._sizes.items() if sizes}
         self._groups = self._keys = []  # type: ignore[assignment]
         self._sizes = {"word": [], "char": []}
         n = len(keys)
@@ -208,6 +211,7 @@ class DuplicateIndex:
         run = np.cumsum(starts) - 1
         rep = np.empty(n, dtype=np.int64)
         rep[order] = order[starts][run]
+        del order, sorted_keys, starts, run  # 25 bytes a row not needed past this point
 
         nodes = np.flatnonzero((rep == np.arange(n)) & (sizes > 0))
         pairs = minhash.candidate_pairs(spill.band_columns(nodes), nodes)
@@ -217,6 +221,7 @@ class DuplicateIndex:
             small = np.minimum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
             large = np.maximum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
             pairs = pairs[small >= floor * large - 1e-9]
+            del small, large
         similarity = minhash.exact_jaccard(*csr["word"], pairs) if "word" in csr else np.zeros(0)
         if "char" in csr:
             close = np.flatnonzero((similarity < self.threshold) & (similarity >= floor))
@@ -253,8 +258,8 @@ class _Spill:
         """Each band's keys of `rows`, one band at a time (a lazy sequence: one column in memory at once)."""
         return _LazyColumns([self.folder / f"band{j}.u64" for j in range(len(self._band_files))], rows, self._read)
 
-    def set_data(self, name: str) -> np.ndarray:
-        return self._read(self.folder / f"{name}.u32", np.uint32)
+    def set_data(self, name: str) -> "_SetFile":
+        return _SetFile(self.folder / f"{name}.u32")
 
     def __enter__(self) -> "_Spill":
         for fh in [*self._band_files, *self._set_files.values()]:
@@ -263,6 +268,27 @@ class _Spill:
 
     def __exit__(self, *exc) -> None:
         self._dir.cleanup()
+
+
+class _SetFile:
+    """The shingle sets on disk (uint32 hashes, row after row), read a few rows at a time with pread: never mapped
+    whole, so the address space does not grow with the data either."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def gather(self, indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(local indptr, values) of the sets of `rows` (sorted, unique); a run of consecutive rows is one read."""
+        import os
+
+        starts, ends = indptr[rows], indptr[rows + 1]
+        cut = np.flatnonzero(rows[1:] != rows[:-1] + 1) + 1
+        first, last = np.r_[0, cut], np.r_[cut, len(rows)] - 1
+        with open(self.path, "rb") as fh:
+            parts = [os.pread(fh.fileno(), int(ends[b] - starts[a]) * 4, int(starts[a]) * 4)
+                     for a, b in zip(first.tolist(), last.tolist())]
+        values = np.frombuffer(b"".join(parts), dtype=np.uint32)
+        return np.r_[0, np.cumsum(ends - starts)].astype(np.int64), values
 
 
 class _LazyColumns:
@@ -302,6 +328,17 @@ def _unique_sets(hashes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, n
     unique = minhash.sorted_unique((row << np.uint64(32)) | hashes.astype(np.uint64))
     sizes = np.bincount((unique >> np.uint64(32)).astype(np.int64), minlength=len(lengths))
     return sizes, (unique & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def _offsets(sizes: list[np.ndarray]) -> np.ndarray:
+    """CSR offsets (n + 1, int64) of batches of set sizes, built in place (no temporary copies per row)."""
+    out = np.zeros(sum(len(s) for s in sizes) + 1, dtype=np.int64)
+    at = 1
+    for part in sizes:
+        out[at:at + len(part)] = part
+        at += len(part)
+    np.cumsum(out, out=out)
+    return out
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunewise.audit.spill import JsonLog
 from tunewise.recipe import AUDIT_CHECKS, AuditConfig
 
 SEVERITIES = ("info", "warning", "blocking")
@@ -54,11 +55,13 @@ class Finding:
 @dataclass
 class CheckResult:
     """What an audit check returns (see audit/checks/): its findings, the lines it adds to flagged.jsonl and
-    quarantine.jsonl, "ran" or why not for each check name it covers, and numbers it measured for the plots."""
+    quarantine.jsonl, "ran" or why not for each check name it covers, and numbers it measured for the plots.
+    Flagged and quarantine lines go to disk as they are made (there can be one per row); a quarantine line carries
+    its global row number as its key, for the text excerpt the stage adds."""
 
     findings: list[Finding] = field(default_factory=list)
-    flagged: list[dict[str, Any]] = field(default_factory=list)
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    flagged: JsonLog = field(default_factory=JsonLog)
+    quarantine: JsonLog = field(default_factory=JsonLog)
     status: dict[str, str] = field(default_factory=dict)
     measures: dict[str, Any] = field(default_factory=dict)
 

@@ -32,10 +32,12 @@ def conflicts(dups: Duplicates, labels: np.ndarray) -> tuple[list[list[int]], in
     mixed = np.zeros(n, dtype=bool)
     first_label[rep_sorted[::-1]] = lab_sorted[::-1]
     mixed[rep_sorted[first_label[rep_sorted] != lab_sorted]] = True
-    members: dict[int, list[int]] = {}
-    for row, rep in zip(order.tolist(), rep_sorted.tolist()):
-        members.setdefault(rep, []).append(row)
-    groups: list[list[int]] = [sorted(members[r]) for r in np.flatnonzero(mixed).tolist()]
+    del lab_sorted
+
+    def members(rep: int) -> list[int]:  # the rows holding one exact form (rows sorted by rep: a slice)
+        return order[np.searchsorted(rep_sorted, rep):np.searchsorted(rep_sorted, rep, side="right")].tolist()
+
+    groups: list[list[int]] = [sorted(members(r)) for r in np.flatnonzero(mixed).tolist()]
     seen = set(np.flatnonzero(mixed).tolist())
     if len(dups.edges):
         u, v = dups.edges[:, 0], dups.edges[:, 1]
@@ -43,7 +45,7 @@ def conflicts(dups: Duplicates, labels: np.ndarray) -> tuple[list[list[int]], in
         for a, b in dups.edges[differ].tolist():
             if a in seen and b in seen:
                 continue
-            groups.append(sorted(members[a] + members[b]))
+            groups.append(sorted(members(a) + members(b)))
             seen.update((a, b))
     groups.sort(key=lambda g: g[0])
     return groups, len({r for g in groups for r in g})

@@ -16,7 +16,7 @@ MAX32 = np.uint32(0xFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-CHUNK_CELLS = 1 << 23  # shingles × permutations per numpy step (32 MiB of uint32)
+CHUNK_CELLS = 1 << 21  # shingles × permutations per numpy step (8 MiB of uint32)
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -108,23 +108,25 @@ def candidate_pairs(keys, nodes: np.ndarray, max_distance: int = 32) -> np.ndarr
     Within a bucket every pair is produced up to `max_distance` apart in node order; a bucket larger than that
     (dozens of variants of one text) yields each node's `max_distance` nearest neighbours, which still links
     the whole bucket into one cluster once the pairs are verified."""
-    found = []
+    codes = np.empty(0, dtype=np.uint64)  # the pairs so far, as (smaller << 32 | larger), sorted and unique
     columns = [keys[:, j] for j in range(keys.shape[1])] if isinstance(keys, np.ndarray) else keys
     for j in range(len(columns)):
         column = columns[j]
         order = np.argsort(column, kind="stable")
         sorted_keys = column[order]
+        del column
+        found = [codes]
         for d in range(1, max_distance + 1):
             same = sorted_keys[:-d] == sorted_keys[d:]
             if not same.any():
                 break
-            found.append(np.stack([nodes[order[:-d][same]], nodes[order[d:][same]]], axis=1))
-    if not found:
-        return np.empty((0, 2), dtype=np.int64)
-    pairs = np.concatenate(found).astype(np.uint64)
-    pairs.sort(axis=1)
-    codes = sorted_unique((pairs[:, 0] << np.uint64(32)) | pairs[:, 1])
-    return np.stack([codes >> np.uint64(32), codes & np.uint64(0xFFFFFFFF)], axis=1).astype(np.int64)
+            a, b = nodes[order[:-d][same]].astype(np.uint64), nodes[order[d:][same]].astype(np.uint64)
+            found.append((np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b))
+        del order, sorted_keys
+        codes = sorted_unique(np.concatenate(found)) if len(found) > 1 else codes  # merged band by band
+        del found
+    # both halves are below 2**32, so viewing them as int64 changes no value (and copies nothing)
+    return np.stack([codes >> np.uint64(32), codes & np.uint64(0xFFFFFFFF)], axis=1).view(np.int64)
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -138,9 +140,10 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[keep]
 
 
-def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 22) -> np.ndarray:
+def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
     """Exact Jaccard of the shingle sets of each pair (sets stored CSR-style: row i is data[indptr[i]:indptr[i+1]],
-    sorted and unique)."""
+    sorted and unique). `data` is an array, or an object on disk whose `gather(indptr, rows)` returns the sets of
+    the sorted `rows` as (local indptr, values): then only the rows of one chunk of pairs are read at a time."""
     out = np.zeros(len(pairs), dtype=np.float64)
     if not len(pairs):
         return out
@@ -152,7 +155,13 @@ def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk
         hi = lo + max(1, int(np.searchsorted(cum, chunk, side="right")))
         u, v = pairs[lo:hi, 0], pairs[lo:hi, 1]
         pair_ids = np.arange(hi - lo, dtype=np.uint64)
-        keys = np.concatenate([_tagged(indptr, data, u, pair_ids), _tagged(indptr, data, v, pair_ids)])
+        if isinstance(data, np.ndarray):
+            ptr, values, lu, lv = indptr, data, u, v
+        else:
+            rows = np.unique(np.concatenate([u, v]))
+            ptr, values = data.gather(indptr, rows)
+            lu, lv = np.searchsorted(rows, u), np.searchsorted(rows, v)
+        keys = np.concatenate([_tagged(ptr, values, lu, pair_ids), _tagged(ptr, values, lv, pair_ids)])
         keys.sort()
         dup = keys[1:] == keys[:-1]
         inter = np.bincount((keys[1:][dup] >> np.uint64(32)).astype(np.int64), minlength=hi - lo)

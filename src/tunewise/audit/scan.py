@@ -1,14 +1,17 @@
 """The audit's one streaming pass over data/: everything the checks need, collected batch by batch.
 
-Per row the pass keeps its id, origin, a few integers and the duplicate index's compact keys (see dedup.py),
-never all texts at once. Rows are numbered globally in split order (train, validation, test): the duplicate
-index, the n-gram index and the findings all name rows by that number, and `Scan.ref` turns one back into
-(id, split, origin). What a row holds comes from the task (`task.sides`, `task.token_lengths`), so the pass does
+Per row the pass keeps a few integers in compact arrays (label, token length, the duplicate index's keys: see
+dedup.py) and nothing else in memory: ids and origins, PII matches and the like go to temporary files
+(spill.py), so the audit finishes on data larger than memory. Rows are numbered globally in split order
+(train, validation, test): the duplicate index, the n-gram index and the findings all name rows by that number,
+and `Scan.ref` turns one back into (id, split, origin). What a row holds comes from the task (`task.sides`, `task.token_lengths`), so the pass does
 not branch on the task; the label and prompt indexes are built when the task has labels or prompts.
 """
 
 from __future__ import annotations
 
+import json
+from array import array
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -23,6 +26,7 @@ from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.rows import SPLITS, available_splits, load_labels
 from tunewise.audit import dedup, leakage, length
 from tunewise.audit.normalize import content_chars, exact_form, key64, snippet, words
+from tunewise.audit.spill import JsonLog, StringStore
 from tunewise.errors import DataError
 from tunewise.kit.jsonl import read_jsonl
 from tunewise.recipe import Recipe
@@ -30,9 +34,9 @@ from tunewise.rundir import AtomicJsonlWriter
 from tunewise.safety import pii
 from tunewise.tasks import Task, task_for
 
-BATCH = 8192
+BATCH = 2048  # rows read, hashed and tokenised at a time: the pass's working set (~10 MiB), whatever the data's size
 LABEL_NOISE_MAX_ROWS = 20_000
-MEDIAN_WORDS_ROWS = 5000
+MEDIAN_WORDS_ROWS = 8192
 PLACEHOLDERS = {"na", "n a", "null", "none", "nan", "undefined", "todo", "tbd", "test", "xxx", "lorem ipsum"}
 SPLIT_CODES = {name: i for i, name in enumerate(SPLITS)}  # the duplicate index's group of each split
 
@@ -44,18 +48,18 @@ class Split:
     name: str
     start: int  # global row number of its first row
     path: Path
-    ids: list[str] = field(default_factory=list)
-    origins: list[str] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)  # label index per row (tasks with labels)
+    refs: StringStore = field(default_factory=StringStore)  # [id, origin] of each row, as JSON, on disk
+    labels: array = field(default_factory=lambda: array("i"))  # label index per row (tasks with labels)
     label_counts: Counter = field(default_factory=Counter)
     length_batches: list[np.ndarray] = field(default_factory=list)
-    near_empty: list[int] = field(default_factory=list)  # local row numbers
-    pii: list[tuple[int, list[pii.Match]]] = field(default_factory=list)  # (local row, its matches)
-    prompt_keys: list[int] = field(default_factory=list)  # exact-form key of each prompt (tasks with prompts)
+    near_empty: array = field(default_factory=lambda: array("q"))  # local row numbers
+    pii: JsonLog = field(default_factory=JsonLog)  # [local row, [[kind, masked value], ...]] per row with PII
+    pii_by_kind: Counter = field(default_factory=Counter)  # matches per kind, in order of first appearance
+    prompt_keys: array = field(default_factory=lambda: array("Q"))  # exact-form key of each prompt (prompt tasks)
 
     @property
     def n(self) -> int:
-        return len(self.ids)
+        return len(self.refs)
 
     @property
     def code(self) -> int:
@@ -64,10 +68,18 @@ class Split:
     @cached_property
     def lengths(self) -> np.ndarray:
         """Token length per row; read once the pass is over."""
-        return np.concatenate(self.length_batches) if self.length_batches else np.empty(0, dtype=np.int64)
+        lengths = np.concatenate(self.length_batches) if self.length_batches else np.empty(0, dtype=np.int32)
+        self.length_batches.clear()  # held once, not twice
+        return lengths
 
     def row(self, local: int) -> dict[str, Any]:
-        return {"id": self.ids[local], "split": self.name, "origin": self.origins[local]}
+        row_id, origin = json.loads(self.refs[local])
+        return {"id": row_id, "split": self.name, "origin": origin}
+
+    def pii_rows(self) -> Iterator[tuple[int, list[tuple[str, str]]]]:
+        """(local row, [(kind, masked value), ...]) of each row with PII, in row order, read back from disk."""
+        for local, matches in self.pii:
+            yield local, [(kind, masked) for kind, masked in matches]
 
 
 @dataclass
@@ -81,7 +93,7 @@ class Scan:
     splits: list[Split]
     dups: dedup.Duplicates
     median_words: float
-    ngram_hits: dict[int, tuple[int, int]]  # eval row -> (train row, side); see leakage.NgramIndex.finish
+    ngram_hits: tuple[np.ndarray, np.ndarray, np.ndarray]  # (eval rows, train row, side): NgramIndex.finish
     template_ngrams: int | None  # n-grams ignored as template text; None when the task has no prompts
     length_unit: str
     noise_texts: dict[int, str]  # train rows given to the label-noise model -> their text
@@ -115,7 +127,8 @@ class Scan:
     @property
     def label_array(self) -> np.ndarray:
         """Label index per global row."""
-        return np.array([y for sp in self.splits for y in sp.labels], dtype=np.int64)
+        parts = [np.frombuffer(sp.labels, dtype=np.int32) for sp in self.splits if len(sp.labels)]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
 
 
 # ---------------------------------------------------------------- reading data/
@@ -138,12 +151,12 @@ def read_data_summary(data_dir: Path) -> DataSummary:
     return DataSummary.read(data_dir / DataSummary.FILE)
 
 
-def data_quarantine(data_dir: Path) -> list[dict[str, Any]]:
-    """The data stage's quarantined rows, as lines of audit/quarantine.jsonl (stage "data")."""
+def data_quarantine(data_dir: Path) -> JsonLog:
+    """The data stage's quarantined rows, as lines of audit/quarantine.jsonl (stage "data"), on disk."""
+    out = JsonLog()
     path = data_dir / "quarantine.jsonl"
     if not path.is_file():
-        return []
-    out = []
+        return out
     for number, q in read_jsonl(path, what="a line written by the data stage", advice="; run the data stage again"):
         if not isinstance(q, dict):
             raise DataError(f"{path}:{number}: not a quarantined row (a JSON object); run the data stage again")
@@ -173,7 +186,8 @@ def scan(recipe: Recipe, data_dir: Path, redacted_dir: Path | None = None) -> Sc
     index = dedup.DuplicateIndex(cfg.near_duplicate_threshold,
                                  shingle_words=cfg.shingle_words or dedup.shingle_words_for(median),
                                  seed=recipe.seed % (2**32 - 1) or 1)
-    ngrams = leakage.NgramIndex(cfg.leak_ngram) if task.has_prompts else None
+    data_bytes = sum(sp.path.stat().st_size for sp in splits)
+    ngrams = leakage.NgramIndex(cfg.leak_ngram, data_bytes=data_bytes) if task.has_prompts else None
     tokenizer, length_unit = length.load_tokenizer(recipe.model.base)
     counter = length.LengthCounter(tokenizer)
     noise_rows = noise_sample(splits[0].path, recipe.seed) if task.has_labels and cfg.label_noise else set()
@@ -187,11 +201,10 @@ def scan(recipe: Recipe, data_dir: Path, redacted_dir: Path | None = None) -> Sc
             for batch in read_batches(sp.path):
                 base = sp.start + sp.n
                 sides = [task.sides(r) for r in batch]
-                for r in batch:
-                    sp.ids.append(str(r.get("id")))
-                    sp.origins.append(str(r.get("origin")))
+                sp.refs.extend(json.dumps([str(r.get("id")), str(r.get("origin"))], ensure_ascii=False)
+                               for r in batch)
                 index.add(sp.code, [s.whole for s in sides])
-                sp.length_batches.append(task.token_lengths(counter, batch))
+                sp.length_batches.append(task.token_lengths(counter, batch).astype(np.int32))
                 if ngrams is not None:
                     rows = np.arange(base, base + len(batch))
                     add = ngrams.add_train if sp.name == "train" else ngrams.add_eval
@@ -210,22 +223,24 @@ def scan(recipe: Recipe, data_dir: Path, redacted_dir: Path | None = None) -> Sc
                         noise_texts[base + i] = s.whole
                     hits = pii.find_pii(s.whole)
                     if hits:
-                        sp.pii.append((local, hits))
+                        sp.pii.append([local, [[m.kind, m.masked] for m in hits]])
+                        sp.pii_by_kind.update(m.kind for m in hits)
                     if redacted_dir:
                         redacted.write(task.map_texts(r, pii.redact_text) if hits else r)
         start += sp.n
 
+    no_hits = (np.empty(0, dtype=np.int64),) * 3
     return Scan(recipe=recipe, task=task, data_summary=data_summary, label_names=label_names, splits=splits,
-                dups=index.finish(), median_words=median, ngram_hits=ngrams.finish() if ngrams is not None else {},
+                dups=index.finish(), median_words=median, ngram_hits=ngrams.finish() if ngrams is not None else no_hits,
                 template_ngrams=ngrams.template_ngrams if ngrams is not None else None, length_unit=length_unit,
                 noise_texts=noise_texts)
 
 
 def median_words(path: Path, task: Task, limit: int = MEDIAN_WORDS_ROWS) -> float:
-    """Median words per example over the first rows of train: picks the shingle size when not set."""
-    counts = []
+    """Median words per example over the first `limit` rows of train: picks the shingle size when not set."""
+    counts: list[int] = []
     for batch in read_batches(path):
-        counts.extend(len(task.sides(r).whole.split()) for r in batch)
+        counts.extend(len(task.sides(r).whole.split()) for r in batch[:limit - len(counts)])
         if len(counts) >= limit:
             break
     return float(np.median(counts)) if counts else 0.0
@@ -241,17 +256,40 @@ def noise_sample(train_path: Path, seed: int) -> set[int]:
     return set(rng.choice(n, LABEL_NOISE_MAX_ROWS, replace=False).tolist())
 
 
-def attach_texts(scan: Scan, rows: list[dict[str, Any]]) -> None:
-    """Second pass: give each row reference (id + split) a `text` excerpt, 500 characters for a quarantine line
-    (it has a `stage`), 160 for a finding's example."""
+@dataclass
+class Excerpts:
+    """500-character excerpts of the rows the audit recommends removing, by global row number, on disk."""
+
+    rows: np.ndarray  # sorted global row numbers
+    texts: StringStore
+
+    def get(self, g: int) -> str | None:
+        i = int(np.searchsorted(self.rows, g))
+        return self.texts[i] if i < len(self.rows) and self.rows[i] == g else None
+
+
+def attach_texts(scan: Scan, rows: list[dict[str, Any]], quarantined: np.ndarray) -> Excerpts:
+    """Second pass: give each finding example (a row reference: id + split) a 160-character `text` excerpt, and
+    return the 500-character excerpts of the `quarantined` global rows (quarantine.jsonl is written from disk)."""
     wanted: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if row.get("id") is not None and row.get("split"):
             wanted.setdefault((row["split"], row["id"]), []).append(row)
+    keys = np.unique(np.asarray(quarantined, dtype=np.int64))
+    keys = keys[keys >= 0]
+    excerpts = Excerpts(keys, StringStore())
+    next_key = 0  # the next quarantined row to find (rows and keys both ascend)
     for sp in scan.splits:
-        if not any(key[0] == sp.name for key in wanted):
+        pending = next_key < len(keys) and keys[next_key] < sp.start + sp.n
+        if not pending and not any(key[0] == sp.name for key in wanted):
             continue
+        g = sp.start
         for batch in read_batches(sp.path):
             for r in batch:
                 for row in wanted.get((sp.name, str(r.get("id"))), ()):
-                    row["text"] = snippet(scan.task.sides(r).whole, 500 if row.get("stage") else 160)
+                    row["text"] = snippet(scan.task.sides(r).whole, 160)
+                if next_key < len(keys) and keys[next_key] == g:
+                    excerpts.texts.append(snippet(scan.task.sides(r).whole, 500))
+                    next_key += 1
+                g += 1
+    return excerpts

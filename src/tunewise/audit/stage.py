@@ -13,12 +13,13 @@ audit/
   redacted/<split>.jsonl   with audit.redact_pii: the split with PII replaced by [EMAIL], [CARD], ...
 
 The stage orchestrates: one streaming pass over data/ (scan.py), every check on what it collected (checks/),
-the recipe's policy (findings.py), then a second pass for the example excerpts, and the writes.
+the recipe's policy (findings.py), then a second pass for the example excerpts, and the writes. Nothing is held
+per row in memory beyond a few numbers in arrays: flagged and quarantine lines are written to disk as the checks
+make them (spill.py) and copied into audit/ from there.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ from tunewise.audit.checks import run_checks
 from tunewise.audit.datacard import render_datacard
 from tunewise.artifacts.findings import FINDINGS_FILE
 from tunewise.audit.findings import Finding, apply_policy, summary, summary_lines
-from tunewise.audit.scan import Scan, attach_texts, data_quarantine, scan
+from tunewise.audit.scan import Excerpts, Scan, attach_texts, data_quarantine, scan
+from tunewise.audit.spill import JsonLog
 from tunewise.recipe import Recipe
-from tunewise.rundir import atomic_write_jsonl, atomic_write_text
+from tunewise.rundir import AtomicJsonlWriter, atomic_write_text
 
 FLAGGED_FILE = "flagged.jsonl"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -52,7 +54,7 @@ def run_audit(recipe: Recipe, data_dir: Path, out: Path) -> str:
     quarantine = data_quarantine(data_dir)
     stats = _statistics(collected, data_quarantined=len(quarantine))
     quarantine += result.quarantine
-    attach_texts(collected, _excerpt_rows(findings, quarantine))
+    excerpts = attach_texts(collected, _excerpt_rows(findings), quarantine.keys)
 
     doc = {
         "signature": _signature(collected),
@@ -65,8 +67,8 @@ def run_audit(recipe: Recipe, data_dir: Path, out: Path) -> str:
                   "plots": list(PLOTS.values()), **({"redacted": "redacted/"} if cfg.redact_pii else {})},
     }
     Findings(**doc).write(out)  # the typed artifact: validated on the way out, with its schema_version
-    atomic_write_jsonl(out / FLAGGED_FILE, result.flagged)
-    atomic_write_jsonl(out / QUARANTINE_FILE, quarantine)
+    _write_lines(out / FLAGGED_FILE, result.flagged)
+    _write_lines(out / QUARANTINE_FILE, quarantine, excerpts)
     _write_plots(out, collected, result.measures)
     atomic_write_text(out / DATACARD_FILE, render_datacard(recipe, collected.data_summary, doc,
                                                                data_dir=data_dir))
@@ -76,8 +78,8 @@ def run_audit(recipe: Recipe, data_dir: Path, out: Path) -> str:
     return "\n".join(lines)
 
 
-def _excerpt_rows(findings: list[Finding], quarantine: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The example rows (and the rows they match) and audit-quarantined rows that get a text excerpt."""
+def _excerpt_rows(findings: list[Finding]) -> list[dict[str, Any]]:
+    """The example rows (and the rows they match) that get a text excerpt."""
     rows = []
     for f in findings:
         if f.check in NO_EXCERPT:
@@ -86,7 +88,15 @@ def _excerpt_rows(findings: list[Finding], quarantine: list[dict[str, Any]]) -> 
             rows.append(ex)
             if isinstance(ex.get("match"), dict):
                 rows.append(ex["match"])
-    return rows + [q for q in quarantine if q["stage"] == "audit"]
+    return rows
+
+
+def _write_lines(path: Path, lines: JsonLog, excerpts: Excerpts | None = None) -> None:
+    """Copy lines from disk into a JSONL file; with `excerpts`, each line keyed by a row gets its text."""
+    with AtomicJsonlWriter(path) as writer:
+        for key, line in zip(lines.keys, lines):
+            text = excerpts.get(key) if excerpts is not None and key >= 0 else None
+            writer.write(line if text is None else {**line, "text": text})
 
 
 def _statistics(scan: Scan, *, data_quarantined: int) -> dict[str, Any]:
@@ -103,7 +113,7 @@ def _statistics(scan: Scan, *, data_quarantined: int) -> dict[str, Any]:
             "exact_duplicates": int(len(dups.exact_duplicates(sp.code)[0])),
             "near_empty": len(sp.near_empty),
             "pii_rows": len(sp.pii),
-            "pii_by_kind": dict(Counter(m.kind for _, ms in sp.pii for m in ms)),
+            "pii_by_kind": dict(sp.pii_by_kind),
         }
     stats["length_unit"] = scan.length_unit
     stats["near_duplicates"] = {"shingle_words": scan.shingle_words, "threshold": cfg.near_duplicate_threshold,

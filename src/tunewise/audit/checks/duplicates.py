@@ -35,11 +35,11 @@ def _exact(scan: Scan, sp: Split, result: CheckResult) -> None:
         "remove the repeats (listed in audit/quarantine.jsonl), or keep them on purpose: repeats weigh "
         "their text more in training and in the metrics", split=sp.name, examples=examples))
     for g, f in zip(rows.tolist(), first.tolist()):
-        original = ref(f)
-        result.flagged.append({"check": "duplicate", "kind": "exact", **ref(g), "of": original["id"]})
-        result.quarantine.append({"stage": "audit", "check": "duplicate", **ref(g),
+        original, row = ref(f), ref(g)
+        result.flagged.append({"check": "duplicate", "kind": "exact", **row, "of": original["id"]})
+        result.quarantine.append({"stage": "audit", "check": "duplicate", **row,
                                   "reason": f"exact duplicate of {original['origin']} (id {original['id']}); the "
-                                            f"first occurrence is kept"})
+                                            f"first occurrence is kept"}, g)
 
 
 def _near(scan: Scan, sp: Split, result: CheckResult) -> None:

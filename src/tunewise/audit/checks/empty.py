@@ -19,7 +19,8 @@ def check(scan: Scan) -> CheckResult:
             "remove them (listed in audit/quarantine.jsonl) or fill them in", split=sp.name,
             examples=[sp.row(i) for i in sp.near_empty[:EXAMPLES]]))
         for i in sp.near_empty:
-            result.flagged.append({"check": "empty", "kind": "near_empty", **sp.row(i)})
-            result.quarantine.append({"stage": "audit", "check": "empty", **sp.row(i),
-                                      "reason": "empty or near-empty text"})
+            row = sp.row(i)
+            result.flagged.append({"check": "empty", "kind": "near_empty", **row})
+            result.quarantine.append({"stage": "audit", "check": "empty", **row,
+                                      "reason": "empty or near-empty text"}, sp.start + i)
     return result

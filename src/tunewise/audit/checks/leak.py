@@ -7,6 +7,8 @@ another reply) and `ngram` (a run of `audit.leak_ngram` words shared with a trai
 
 from __future__ import annotations
 
+import numpy as np
+
 from tunewise.audit.findings import EXAMPLES, CheckResult, Finding, plural
 from tunewise.audit.scan import Scan, Split
 
@@ -42,7 +44,7 @@ def check(scan: Scan) -> CheckResult:
                 if kind == "exact":
                     result.quarantine.append({"stage": "audit", "check": "leak", **ref(g),
                                               "reason": f"exact copy of train row {train_row['origin']} "
-                                                        f"(id {train_row['id']})"})
+                                                        f"(id {train_row['id']})"}, g)
     return result
 
 
@@ -54,21 +56,24 @@ def _leaks(scan: Scan, sp: Split) -> dict[str, list[Leak]]:
         kinds["exact" if e else "near"].append((g, p, "same text after normalisation" if e else f"Jaccard {s:.2f}"))
     if not scan.task.has_prompts:  # a plain text is its own prompt: nothing more to compare
         return kinds
-    leaked = set(rows.tolist())
+    leaked = np.zeros(sp.n, dtype=bool)  # by local row number
+    leaked[rows - sp.start] = True
     train = scan.split("train")
-    train_prompts: dict[int, int] = {}
-    for local, key in enumerate(train.prompt_keys):
-        train_prompts.setdefault(key, train.start + local)
-    for local, key in enumerate(sp.prompt_keys):
-        g = sp.start + local
-        if g not in leaked and key in train_prompts:
-            kinds["prompt"].append((g, train_prompts[key], "same prompt, different reply"))
-            leaked.add(g)
+    # the first train row of each train prompt, then each eval prompt looked up among them
+    prompts, first = np.unique(np.frombuffer(train.prompt_keys, dtype=np.uint64), return_index=True)
+    keys = np.frombuffer(sp.prompt_keys, dtype=np.uint64)
+    if len(prompts) and len(keys):
+        pos = np.minimum(np.searchsorted(prompts, keys), len(prompts) - 1)
+        repeat = (prompts[pos] == keys) & ~leaked
+        for local in np.flatnonzero(repeat).tolist():
+            kinds["prompt"].append((sp.start + local, train.start + int(first[pos[local]]),
+                                    "same prompt, different reply"))
+        leaked |= repeat
     n = scan.recipe.audit.leak_ngram
-    for g in range(sp.start, sp.start + sp.n):
-        if g in scan.ngram_hits and g not in leaked:
-            train_row, side = scan.ngram_hits[g]
+    hit_rows, hit_train, hit_side = scan.ngram_hits
+    mine = (hit_rows >= sp.start) & (hit_rows < sp.start + sp.n)
+    for g, train_row, side in zip(hit_rows[mine].tolist(), hit_train[mine].tolist(), hit_side[mine].tolist()):
+        if not leaked[g - sp.start]:
             kinds["ngram"].append((g, train_row, f"shares a {n}-word run in its {'reply' if side else 'prompt'} "
                                                  f"with a train row"))
-            leaked.add(g)
     return kinds

@@ -17,29 +17,35 @@ def check(scan: Scan) -> CheckResult:
     summary = scan.data_summary
     source_of = {sp.name: summary.source_slot(sp.name) for sp in scan.splits}  # carved splits: train's file
     declared = {sp.name: summary.source_of(sp.name).contains_personal_data for sp in scan.splits}
-    for kind in PII_KINDS:
-        hits = [(sp, local, [m for m in ms if m.kind == kind]) for sp in scan.splits for local, ms in sp.pii]
-        hits = [(sp, local, ms) for sp, local, ms in hits if ms]
-        if not hits:
+    for kind in PII_KINDS:  # a pass over the rows with PII (on disk) per kind
+        if not any(sp.pii_by_kind.get(kind) for sp in scan.splits):
             continue
-        per_split = Counter(sp.name for sp, _, _ in hits)
-        undeclared = sorted({source_of[sp.name] for sp, _, _ in hits if declared[sp.name] is not True})
+        per_split: Counter = Counter()
+        matches, examples = 0, []
+        for sp in scan.splits:
+            for local, ms in sp.pii_rows():
+                values = list(dict.fromkeys(masked for k, masked in ms if k == kind))
+                if not values:
+                    continue
+                per_split[sp.name] += 1
+                matches += sum(1 for k, _ in ms if k == kind)
+                row = sp.row(local)
+                if len(examples) < EXAMPLES:
+                    examples.append({**row, "detail": ", ".join(values)})
+                result.flagged.append({"check": "pii", "kind": kind, **row, "values": values})
+        count = sum(per_split.values())
+        undeclared = sorted({source_of[name] for name in per_split if declared[name] is not True})
         declared_words = ("; " + ", ".join(f"data.{s} declares contains_personal_data: "
                                            f"{_yaml_bool(summary.files[s].contains_personal_data)}"
                                            for s in undeclared)) if undeclared else ""
         result.findings.append(Finding(
-            "pii", kind, "blocking" if undeclared else "warning", len(hits),
-            f"{plural(len(hits), 'row')} with {KIND_WORDS[kind]} ("
+            "pii", kind, "blocking" if undeclared else "warning", count,
+            f"{plural(count, 'row')} with {KIND_WORDS[kind]} ("
             + ", ".join(f"{s} {c:,}" for s, c in per_split.items()) + ")" + declared_words,
             "remove or redact these values (audit.redact_pii=true writes redacted copies to audit/redacted/); if the "
             "data may hold personal data and you have a legal basis, declare `contains_personal_data: true` on the "
             "file (the finding then becomes a warning)",
-            examples=[{**sp.row(local), "detail": ", ".join(dict.fromkeys(m.masked for m in ms))}
-                      for sp, local, ms in hits[:EXAMPLES]],
-            details={"per_split": dict(per_split), "matches": sum(len(ms) for _, _, ms in hits)}))
-        for sp, local, ms in hits:
-            result.flagged.append({"check": "pii", "kind": kind, **sp.row(local),
-                                   "values": list(dict.fromkeys(m.masked for m in ms))})
+            examples=examples, details={"per_split": dict(per_split), "matches": matches}))
     return result
 
 
