@@ -32,7 +32,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,31 +97,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def drive(url: str, texts: list[str], clients: int, total: int) -> tuple[list[float], float, int]:
-    """`clients` concurrent loops sharing `total` requests; returns the latencies, the wall time, the errors."""
-    import httpx
+    """`clients` concurrent loops sharing `total` requests (tunewise serve-bench's client: one connection each);
+    returns the latencies, the wall time, the errors."""
+    from tunewise.serve.bench import drive as serve_bench_drive
 
-    latencies: list[float] = []
-    errors = 0
-    next_index = 0
-
-    async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal next_index, errors
-        while next_index < total:
-            i = next_index
-            next_index += 1
-            t0 = time.perf_counter()
-            r = await http.post(f"{url}/v1/classify", json={"inputs": [texts[i % len(texts)]]},
-                                headers={"Authorization": f"Bearer {KEY}"})
-            if r.status_code == 200:
-                latencies.append(time.perf_counter() - t0)
-            else:
-                errors += 1
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
-        wall = time.perf_counter() - t0
-    return latencies, wall, errors
+    latencies, wall, errors = await serve_bench_drive(url, KEY, texts, clients, total)
+    return latencies, wall, sum(errors.values())
 
 
 def percentile(values: list[float], q: float) -> float:
