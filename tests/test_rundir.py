@@ -190,6 +190,37 @@ def test_downstream_stage_reruns_when_upstream_outputs_change(rd, inputs):
     assert len(down_calls) == 2
 
 
+def test_two_processes_on_one_run_keep_each_others_stage_records(rd, inputs):
+    """Two commands on one run (say `tunewise monitor` beside `tunewise card`), each with the manifest it read at
+    start: the one that saves last keeps the other's record instead of writing its stale copy over it."""
+    rd.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+    first, second = RunDir.open(rd.root), RunDir.open(rd.root)
+    first.run_stage("audit", FakeStage(inputs, "findings.txt"))
+    second.run_stage("train", FakeStage(inputs, "model.txt"))
+    on_disk = RunDir.open(rd.root)
+    assert [s for s in ("data", "audit", "train") if on_disk.is_done(s)] == ["data", "audit", "train"]
+    assert second.is_done("audit")  # the saving process sees the merged manifest too
+    assert on_disk.verify() == []
+
+
+def test_a_second_process_on_the_same_stage_stops_with_a_clear_error(rd, inputs):
+    """While one process writes a stage's folder, another running the same stage would delete its files first:
+    it is refused, naming the stage, and the first one's result stands."""
+    other = RunDir.open(rd.root)
+    refused = []
+
+    def slow(out: Path) -> str:
+        atomic_write_text(out / "half.txt", "written by the first process")
+        with pytest.raises(RunDirError, match=r"another tunewise process is running the data stage of this run"):
+            other.run_stage("data", FakeStage(inputs), external_inputs=[inputs])
+        refused.append(True)
+        return "first: done"
+
+    assert rd.run_stage("data", slow, external_inputs=[inputs]).message == "first: done"
+    assert refused and (rd.root / "data" / "half.txt").read_text() == "written by the first process"
+    assert other.run_stage("data", FakeStage(inputs), external_inputs=[inputs], force=True).ran  # free again
+
+
 def test_stage_needs_its_upstream_stage(rd):
     with pytest.raises(RunDirError, match=r"`evaluate` needs the `data` stage .* to have finished"):
         rd.run_stage("evaluate", lambda out: None)

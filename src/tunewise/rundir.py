@@ -12,7 +12,9 @@ A stage is skipped when it finished before and the hashes of its inputs are unch
 
 from __future__ import annotations
 
+import copy
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +23,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -175,6 +178,18 @@ class AtomicJsonlWriter:
         Path(self._tmp).unlink(missing_ok=True)  # the block raised: no file appears, its exception propagates
 
 
+@contextmanager
+def scratch_folder(out: Path) -> Iterator[Path]:
+    """`out/arrow/`, a stage's scratch space for Arrow files and arrays, removed when the stage ends however it
+    ends (hashing skips nothing, so it must be gone before the stage's outputs are recorded)."""
+    folder = Path(out) / "arrow"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -256,6 +271,7 @@ class RunDir:
         self.root = Path(root)
         self.recipe = recipe
         self.manifest = manifest
+        self._as_read: dict[str, Any] = {}  # the manifest as this process last read or wrote it (see save_manifest)
 
     # -- opening
     @classmethod
@@ -311,7 +327,9 @@ class RunDir:
             raise RunDirError(f"{root} was made by {made} (run-directory layout {layout or 1}; this tunewise reads "
                               f"layout {LAYOUT}); rerun it: `tunewise run {root / RECIPE} --force` starts it afresh")
         recipe = validate_recipe(manifest["recipe"], source=str(root / MANIFEST))
-        return cls(root, recipe, manifest)
+        rd = cls(root, recipe, manifest)
+        rd._as_read = copy.deepcopy(manifest)
+        return rd
 
     def record_gate_section(self, recipe: Recipe, *, why: str) -> None:
         """Adopt `recipe`'s gate section, which is not part of the run id (re-judging a run needs no retraining):
@@ -338,7 +356,21 @@ class RunDir:
         return self.root / stages.get(stage).folder
 
     def save_manifest(self) -> None:
-        atomic_write_json(self.root / MANIFEST, self.manifest)
+        """Write the manifest, keeping what other processes wrote since this one read it: several tunewise
+        commands may work on one run at once (a monitor beside `tunewise card`), each on its own stages. Under a
+        lock, the file is read again and only the top-level keys and stage records this process changed are
+        taken from memory (a three-way merge against the copy it last read)."""
+        path = self.root / MANIFEST
+        with _locked(self.root / ".manifest.lock"):
+            try:
+                on_disk = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            except json.JSONDecodeError:
+                on_disk = {}  # damaged: ours replaces it
+            merged = _merge(self._as_read, self.manifest, on_disk)
+            atomic_write_json(path, merged)
+        self.manifest.clear()
+        self.manifest.update(merged)
+        self._as_read = copy.deepcopy(merged)
 
     def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.manifest["stages"].get(stage)
@@ -412,6 +444,21 @@ class RunDir:
                 self._outputs_intact(rec):
             return StageOutcome(stage, False, 0.0, f"{stage}: inputs unchanged since {rec['finished']}; nothing to do")
 
+        with self._stage_lock(stage):
+            return self._run_locked(stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
+                                    keep_existing)
+
+    def _stage_lock(self, stage: str):
+        """One process at a time writes a stage's folder: a second one stops with a clear error rather than
+        deleting files the first is writing."""
+        try:
+            return _locked(self.root / f".{stage}.lock", wait=False)
+        except BlockingIOError:
+            raise RunDirError(f"{self.stage_dir(stage)}: another tunewise process is running the {stage} stage of "
+                              f"this run right now; wait for it to finish, then run the command again") from None
+
+    def _run_locked(self, stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
+                    keep_existing) -> StageOutcome:
         if folder.exists() and not keep_existing:
             shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -520,6 +567,51 @@ class RunDir:
                 problems.append(f"{cite.path}: cited by the model card with another sha256 than manifest.json "
                                 f"records; rerun the card stage")
         return problems
+
+
+def _merge(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Three-way merge of manifests: what this process changed since `base` wins, the rest comes from the file
+    (`theirs`); stage records merge one by one. Key order: the file's, then new keys. A manifest this process
+    made (no `base`) replaces the file: it starts the run afresh."""
+    if not base:
+        return copy.deepcopy(ours)
+    def pick(key: str, mine: dict, old: dict, disk: dict) -> Any:
+        changed = mine.get(key, _GONE) != old.get(key, _GONE)
+        return mine.get(key, _GONE) if changed or key not in disk else disk[key]
+
+    merged: dict[str, Any] = {}
+    for key in [*theirs, *(k for k in ours if k not in theirs)]:
+        value = pick(key, ours, base, theirs) if key != "stages" else None
+        if key == "stages":
+            mine, old, disk = ours.get("stages", {}), base.get("stages", {}), theirs.get("stages", {})
+            records = {name: pick(name, mine, old, disk) for name in [*disk, *(n for n in mine if n not in disk)]}
+            value = {name: rec for name, rec in records.items() if rec is not _GONE}
+        if value is not _GONE:
+            merged[key] = value
+    return merged
+
+
+_GONE = object()
+
+
+class _locked:
+    """An exclusive advisory lock (flock) on `path`, held for a `with` block and freed by the kernel if the
+    process dies. wait=False raises BlockingIOError at once when another process holds it."""
+
+    def __init__(self, path: Path, *, wait: bool = True):
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self._fd)
+            raise
+
+    def __enter__(self) -> "_locked":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
 
 
 def _layout_of(root: Path) -> int | None:

@@ -13,10 +13,7 @@ Reads data/ (train, validation); writes model/:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +26,7 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import IGNORE, EncodedSplit, encode_examples_dataset, mask_segments, pack_dataset
-from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
+from tunewise.train.common import (arrow_cache, choose_attention, drop_checkpoints, last_complete_checkpoint,
                                    resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
@@ -52,22 +49,6 @@ def encode_split(recipe: Recipe, tokenizer, data_dir: Path, split: str, cache: P
                         f"more than data.max_quarantine_fraction={recipe.data.max_quarantine_fraction}; first: "
                         f"{rejected[0]['reason']}")
     return enc
-
-
-@contextmanager
-def arrow_cache(out: Path, world: World):
-    """Where the splits' Arrow files live while training: model/arrow/ on rank 0 (removed afterwards), a temporary
-    folder on the other ranks, which write nothing in the run."""
-    if not world.is_main:
-        with tempfile.TemporaryDirectory(prefix="tunewise-arrow-") as folder:
-            yield Path(folder)
-        return
-    folder = out / "arrow"
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=None):

@@ -12,10 +12,8 @@ Reads data/ (train, validation, labels); writes model/:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from tunewise.artifacts.rows import load_labels, rows_dataset
@@ -26,7 +24,7 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.classification import encode_rows_dataset, trainer_metrics
-from tunewise.train.common import (choose_attention, drop_checkpoints, last_complete_checkpoint,
+from tunewise.train.common import (arrow_cache, choose_attention, drop_checkpoints, last_complete_checkpoint,
                                    resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
@@ -36,21 +34,6 @@ def train_classifier(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: P
     """Train and (rank 0 only, with several processes) write model/; returns the stage message."""
     with ExitStack() as stack:
         return _train(stack, recipe, base, data_dir, out, resume=resume, world=world, threads=threads)
-
-
-def _arrow_cache(out: Path, world: World):
-    if world.is_main:
-        return _removed_after(out / "arrow")
-    return tempfile.TemporaryDirectory(prefix="tunewise-arrow-")
-
-
-@contextmanager
-def _removed_after(folder: Path):
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        yield str(folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _encoded(tokenizer, data_dir: Path, split: str, labels: list[str], recipe: Recipe, cache: str):
@@ -78,7 +61,7 @@ def _train(stack: ExitStack, recipe: Recipe, base: ResolvedModel, data_dir: Path
     # the splits are read as memory-mapped Arrow, a batch at a time, and tokenised into Arrow files: a training set
     # larger than memory stays on disk (rank 0 keeps them in model/arrow/, removed after training; the other
     # ranks, which write nothing in the run, in a temporary folder)
-    arrow = stack.enter_context(_arrow_cache(out, world))
+    arrow = stack.enter_context(arrow_cache(out, world))
     train_ds, train_truncated = _encoded(tokenizer, data_dir, "train", labels, recipe, arrow)
     val_ds = None
     if (data_dir / "validation.jsonl").exists():

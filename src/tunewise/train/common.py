@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tunewise.hardware import Placement, World
 from tunewise.recipe import Recipe
+from tunewise.rundir import scratch_folder
 
 
 def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, train_rows: int, has_validation: bool,
@@ -299,3 +303,15 @@ def choose_attention(model, placement: Placement) -> str | None:
             except (ValueError, ImportError):  # the model or the kernel package refuses: try the next
                 continue
     return getattr(inner.config, "_attn_implementation", None)
+
+
+@contextmanager
+def arrow_cache(out: Path, world: World) -> Iterator[Path]:
+    """Where the splits' Arrow files live while training: model/arrow/ on rank 0 (removed afterwards), a temporary
+    folder on the other ranks, which write nothing in the run."""
+    if not world.is_main:
+        with tempfile.TemporaryDirectory(prefix="tunewise-arrow-") as folder:
+            yield Path(folder)
+        return
+    with scratch_folder(out) as folder:
+        yield folder
