@@ -185,6 +185,7 @@ class EvaluateConfig(_Strict):
     bootstrap_samples: int = Field(1000, ge=100, le=100_000, description="Bootstrap resamples for confidence intervals and paired tests.")
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the intervals.")
     baselines: list[Literal["majority", "tfidf_logreg", "base_model"]] | None = Field(None, description="Baselines compared paired against the fine-tuned model. null: [majority, tfidf_logreg] for classification (trained on the same train split), [base_model] (the base model zero-shot on the same prompts) for generation and chat.")
+    baseline_max_rows: int = Field(100_000, ge=100, description="Classification: fit the majority and tfidf_logreg baselines on at most this many training rows, a seeded sample beyond (read a line at a time, so a train split larger than memory is never held); the card then says `fitted on N of M`. TF-IDF features take about 2 KB per 60-character row.")
     calibration_bins: int = Field(15, ge=2, le=100, description="Equal-width confidence bins for ECE and the reliability diagram.")
     metrics: list[Literal["bleu", "chrf", "rouge", "exact_match", "length_ratio"]] = Field(default_factory=lambda: ["bleu", "chrf", "rouge", "exact_match", "length_ratio"], description="Generation and chat: text metrics, each with a bootstrap CI (BLEU and chrF by sacrebleu, ROUGE-1/2/L by rouge-score).")
     max_new_tokens: int = Field(128, ge=1, le=8192, description="Generation and chat: most tokens generated per prompt.")

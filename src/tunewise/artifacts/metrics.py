@@ -144,6 +144,11 @@ class ClassifierScores(ModelScores):
     """A classifier's (or classification baseline's) scores, with calibration."""
 
     calibration: Calibration
+    fitted_rows: int | None = Field(None, description="A baseline: the training rows it was fitted on, all of them "
+                                    "or a seeded sample of evaluate.baseline_max_rows (its description then says "
+                                    "`fitted on N of M`); null for the fine-tuned model.")
+    train_rows: int | None = Field(None, description="A baseline: the rows in the train split; null for the "
+                                   "fine-tuned model.")
 
 
 class GenerationSpeed(Strict):

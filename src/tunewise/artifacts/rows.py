@@ -5,12 +5,13 @@ Every later stage reads its data through these functions, never by parsing the f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tunewise.errors import DataError
-from tunewise.kit.jsonl import read_jsonl
+from tunewise.kit.jsonl import UTF8_BOM, read_jsonl
 
 SPLITS = ("train", "validation", "test")
 LABELS_FILE = "labels.json"
@@ -60,7 +61,7 @@ class Example:
 
 def load_examples(folder: Path, split: str) -> list[Example]:
     """Read back `{folder}/{split}.jsonl` of a generation or chat run, as written by prepare_data."""
-    return _read_back(folder, split, Example, "example")
+    return list(iter_split(folder, split, kind="example"))
 
 
 def available_splits(folder: Path) -> list[str]:
@@ -70,23 +71,57 @@ def available_splits(folder: Path) -> list[str]:
 
 def load_split(folder: Path, split: str) -> list[Row]:
     """Read back `{folder}/{split}.jsonl` as written by prepare_data (classification)."""
-    return _read_back(folder, split, Row, "row")
+    return list(iter_split(folder, split, kind="row"))
 
 
-def _read_back(folder: Path, split: str, record: type, what: str) -> list[Any]:
-    path = Path(folder) / f"{split}.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path}: no {split} split here; run the data stage first (it writes "
-                        f"{', '.join(available_splits(folder)) or 'nothing yet'} in this folder)")
-    rows = []
+def iter_split(folder: Path, split: str, *, kind: str) -> Iterator[Any]:
+    """The records of `{folder}/{split}.jsonl` one line at a time, checked as `load_split` ("row") or
+    `load_examples` ("example") check them: what a stage reads when the split may not fit in memory."""
+    if kind not in _RECORDS:
+        raise ValueError(f"kind must be one of {sorted(_RECORDS)}, not {kind!r}")
+    path = _split_path(folder, split)  # checked now, not at the first next()
+    return _records(path, _RECORDS[kind], kind)
+
+
+def _records(path: Path, record: type, what: str) -> Iterator[Any]:
     written = f"{'an' if what[0] in 'aeiou' else 'a'} {what} written by the data stage"
     damaged = "; the file was damaged: run the data stage again"
     for number, value in read_jsonl(path, what=written, advice=damaged):
         try:
-            rows.append(record(**value))
+            yield record(**value)
         except TypeError as exc:  # not an object, or other keys than the record's
             raise DataError(f"{path}:{number}: not {written} ({exc}){damaged}") from None
-    return rows
+
+
+def sample_split(folder: Path, split: str, cap: int | None, rng, *, kind: str) -> tuple[list[Any], int]:
+    """(rows, rows in the split): at most `cap` records of the split, held in memory, the rest only read past.
+    Beyond `cap`, the records at `sorted(rng.choice(n, cap, replace=False))` in file order: exactly what that
+    choice over the whole list gave, read in two passes (count the lines, then keep the chosen) so that the
+    sample is all that is held (plus the choice's index array, 8 bytes a row when cap > n/50). Up to `cap` (or
+    cap None): every record in order, and `rng` (a numpy Generator) is not drawn from."""
+    n = count_split(folder, split)
+    if cap is None or n <= cap:
+        return list(iter_split(folder, split, kind=kind)), n
+    import numpy as np
+
+    chosen = np.sort(rng.choice(n, cap, replace=False))
+    rows, at = [], 0
+    for i, record in enumerate(iter_split(folder, split, kind=kind)):  # every line still checked
+        if at < cap and i == chosen[at]:
+            rows.append(record)
+            at += 1
+    return rows, n
+
+
+def count_split(folder: Path, split: str) -> int:
+    """Records in `{folder}/{split}.jsonl` (its non-blank lines, as `read_jsonl` counts them), without parsing."""
+    n = 0
+    with open(_split_path(folder, split), "rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            n += bool(raw.strip())
+    return n
 
 
 def rows_dataset(folder: Path, split: str, cache_dir: Path):

@@ -19,17 +19,17 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 import tunewise
 from tunewise.artifacts.metrics import ClassificationMetrics
-from tunewise.artifacts.rows import load_labels
+from tunewise.artifacts.rows import load_labels, sample_split
 from tunewise.errors import RunDirError
 from tunewise.evaluate import baselines as baseline_models
 from tunewise.evaluate.calibration import brier_score, expected_calibration_error
 from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
 from tunewise.evaluate.slices import RowGroups, classification_scorers, slice_fields_of_groups
 from tunewise.evaluate.stats import bootstrap_ci, paired_bootstrap, signature
-from tunewise.evaluate.tables import SplitTable, scratch_folder
+from tunewise.evaluate.tables import SplitTable
 from tunewise.hardware import choose_placement
 from tunewise.recipe import Recipe
-from tunewise.rundir import sha256_file
+from tunewise.rundir import scratch_folder, sha256_file
 from tunewise.tasks import task_for
 
 
@@ -78,6 +78,42 @@ def held_out_scores(rows: Iterable[Any], y: np.ndarray, preds: np.ndarray, n_cla
     return {"flagged_rows": len(y) - len(kept), "kept_rows": len(kept), "kinds": kinds, "metrics": metrics}
 
 
+def fit_baselines(recipe: Recipe, data_dir: Path, test: SplitTable, labels: list[str],
+                  out: Path) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """Each of evaluate.baselines fitted on the train split and predicted over `test` a chunk at a time, its
+    predictions_<name>.jsonl written to `out`: ({name: probabilities}, {"fitted_rows", "train_rows"}). sklearn
+    fits in memory, so on at most evaluate.baseline_max_rows training rows, a seeded sample beyond (the rest only
+    read past): the train split's size bounds neither the memory nor the fitting time. A split of at most that
+    many rows is fitted whole, in file order, as before the cap existed."""
+    from tqdm.auto import tqdm
+
+    task, k = task_for(recipe), len(labels)
+    names = recipe.evaluate.baselines_for(recipe.task)
+    if not names:
+        return {}, {}
+    label2id = {label: i for i, label in enumerate(labels)}
+    train, n_train = sample_split(data_dir, "train", recipe.evaluate.baseline_max_rows,
+                                  np.random.default_rng(recipe.seed), kind=task.record_kind)
+    train_texts = [r.text for r in train]
+    train_y = np.fromiter((label2id[r.label] for r in train), dtype=np.int64, count=len(train))
+    del train
+    systems = {}
+    for name in tqdm(names, desc="baselines", unit="model", leave=False):
+        predict = baseline_models.fit(name, train_texts, train_y, n_classes=k, seed=recipe.seed)
+        systems[name] = test.predict_in_chunks(predict, k, name)
+        test.write_predictions(out / f"predictions_{name}.jsonl", task, labels, systems[name])
+    return systems, {"fitted_rows": len(train_texts), "train_rows": n_train}
+
+
+def baseline_description(name: str, fitted: dict[str, int]) -> str:
+    """The baseline in words; with `fitted on N of M training rows` when it was fitted on a sample."""
+    desc = baseline_models.describe(name)
+    if fitted["fitted_rows"] < fitted["train_rows"]:
+        desc += (f", fitted on a seeded sample of {fitted['fitted_rows']:,} of {fitted['train_rows']:,} training "
+                 f"rows (evaluate.baseline_max_rows)")
+    return desc
+
+
 def evaluate_classifier(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path,
                         audit_dir: Path | None = None) -> str:
     # the test split is read as memory-mapped Arrow and tokenised into an Arrow file, a batch at a time, and the
@@ -108,25 +144,19 @@ def _evaluate(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path, audit_
     del model
     test.write_predictions(out / "predictions.jsonl", task, labels, systems["fine_tuned"])
 
-    from tqdm.auto import tqdm
-
-    baselines = recipe.evaluate.baselines_for(recipe.task)
-    if baselines:
-        train = SplitTable.read(data_dir, cache, split="train")
-        train_texts, train_y = train.texts(), train.label_ids(label2id)
-    for name in tqdm(baselines, desc="baselines", unit="model", leave=False):
-        predict = baseline_models.fit(name, train_texts, train_y, n_classes=k, seed=recipe.seed)
-        probs = test.predict_in_chunks(predict, k, name)
-        systems[name] = probs
-        test.write_predictions(out / f"predictions_{name}.jsonl", task, labels, probs)
+    baselines, fitted = fit_baselines(recipe, data_dir, test, labels, out)
+    systems.update(baselines)
 
     cfg = recipe.evaluate
     models = {}
     for name, probs in systems.items():
-        desc = (f"{recipe.model.base} fine-tuned (full, {placement.precision})" if name == "fine_tuned"
-                else baseline_models.describe(name))
+        if name == "fine_tuned":
+            desc, extra = f"{recipe.model.base} fine-tuned (full, {placement.precision})", {}
+        else:
+            desc, extra = baseline_description(name, fitted), fitted
         predictions = "eval/predictions.jsonl" if name == "fine_tuned" else f"eval/predictions_{name}.jsonl"
-        models[name] = {"description": desc, "predictions": predictions, **_score_system(y, probs, k, recipe)}
+        models[name] = {"description": desc, "predictions": predictions, **extra,
+                        **_score_system(y, probs, k, recipe)}
 
     ft_pred = systems["fine_tuned"].argmax(1)
     comparisons = []

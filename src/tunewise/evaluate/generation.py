@@ -22,7 +22,6 @@ from tunewise.artifacts.rows import Example, example_from_record, records_datase
 from tunewise.evaluate.held_out import kept_and_kinds, leaked_test_ids
 from tunewise.evaluate.slices import mean_scorers, slice_fields
 from tunewise.evaluate.stats import signature
-from tunewise.evaluate.tables import scratch_folder
 from tunewise.evaluate.text_metrics import (
     compare_stats,
     score_stats,
@@ -32,7 +31,7 @@ from tunewise.evaluate.text_metrics import (
 from tunewise.hardware import choose_placement
 from tunewise.models import resolve_base_model
 from tunewise.recipe import Recipe
-from tunewise.rundir import AtomicJsonlWriter, sha256_file
+from tunewise.rundir import AtomicJsonlWriter, scratch_folder, sha256_file
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import for_inference, has_chat_template, load_finetuned, references_of
 

@@ -6,9 +6,7 @@ scratch folder), and the slice groups as index arrays."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,17 +19,6 @@ from tunewise.rundir import AtomicJsonlWriter
 
 CHUNK = 1000  # rows decoded or written at a time
 TOKENISE_CHUNK = 256  # rows tokenised at a time: the tokenizer holds every token of a text before truncating it
-
-
-@contextmanager
-def scratch_folder(out: Path) -> Iterator[Path]:
-    """A folder beside the stage's output for its Arrow files and probability arrays, removed afterwards."""
-    folder = out / "arrow"
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -69,10 +56,6 @@ class SplitTable:
 
     def label_ids(self, label2id: dict[str, int]) -> np.ndarray:
         return np.fromiter((label2id[label] for label in self.column("label")), dtype=np.int64, count=len(self))
-
-    def texts(self) -> list[str]:
-        """Every text (for the baselines, which sklearn fits in memory)."""
-        return [row.text for rows in self.batches() for row in rows]
 
     def slice_groups(self, fields: list[str]) -> dict[str, dict[str, np.ndarray]]:
         groups = RowGroups(fields)

@@ -8,7 +8,8 @@ the out-of-vocabulary rate zero.
 
 Writes reference/: profile.json (ReferenceProfile), embeddings.npy (a seeded sample of MiniLM sentence
 embeddings), vocab.txt (the training vocabulary). Cheap by design: at most monitor.reference_max_rows rows are
-predicted and monitor.embedding_sample embedded.
+predicted and monitor.embedding_sample embedded; both splits are read a line at a time, so neither has to fit in
+memory (the sample is the one a whole-list `rng.choice` gave).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def guard_run(recipe) -> str | None:
 
 
 def write_reference(rd: "RunDir", out: Path) -> str:
-    from tunewise.artifacts.rows import load_labels
+    from tunewise.artifacts.rows import iter_split, load_labels, sample_split
     from tunewise.monitor.embed import MAX_LENGTH, Embedder, default_precision
     from tunewise.monitor.model import RunModel
     from tunewise.rundir import atomic_write_text, sha256_file
@@ -81,14 +82,13 @@ def write_reference(rd: "RunDir", out: Path) -> str:
     recipe, cfg = rd.recipe, rd.recipe.monitor
     task = task_for(recipe)
     data_dir, model_dir = rd.stage_dir("data"), rd.stage_dir("train")
-    rows = task.read_split(data_dir, SPLIT)
-    split_rows = len(rows)
+    # both splits are read a line at a time: only the sampled rows and the training words' counts are held
     rng = np.random.default_rng(recipe.seed)
-    if len(rows) > cfg.reference_max_rows:
-        rows = [rows[i] for i in sorted(rng.choice(len(rows), cfg.reference_max_rows, replace=False))]
+    rows, split_rows = sample_split(data_dir, SPLIT, cfg.reference_max_rows, rng, kind=task.record_kind)
     texts = [input_text(r) for r in rows]
 
-    vocab, distinct = build_vocabulary((input_text(r) for r in task.read_split(data_dir, "train")), cfg.vocab_size)
+    vocab, distinct = build_vocabulary((input_text(r) for r in iter_split(data_dir, "train", kind=task.record_kind)),
+                                       cfg.vocab_size)
     atomic_write_text(out / VOCAB_FILE, "".join(w + "\n" for w in vocab))
     labels = load_labels(data_dir) if task.has_labels else None
     model = RunModel(recipe, model_dir, labels, load_model=task.family == "classifier")

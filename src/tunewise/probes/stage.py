@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from tunewise.artifacts.probes import Probes
+from tunewise.artifacts.rows import count_split, iter_split, sample_split
 from tunewise.hardware import Placement, choose_placement
 from tunewise.kit.identity_terms import load_families
 from tunewise.probes import counterfactual, crows, robustness
@@ -41,36 +43,31 @@ def external_inputs(recipe: Recipe) -> list[Path]:
     return [crows.csv_path(recipe.probes.crows_pairs_path)] if wanted else []
 
 
-def sample_rows(rows: list, cap: int | None, seed: int) -> list:
-    """A seeded random sample of `cap` rows in test order (test files are often sorted by label, so not the
-    first rows); all rows when cap is null or not smaller."""
-    if cap is None or cap >= len(rows):
-        return list(rows)
-    keep = np.sort(np.random.default_rng(seed).choice(len(rows), size=cap, replace=False))
-    return [rows[i] for i in keep]
-
-
 def write_probes(recipe: Recipe, data_dir: Path, model_dir: Path, out: Path) -> str:
     task = task_for(recipe)
     placement = choose_placement(recipe.train.device, recipe.train.precision)
-    test = task.read_split(data_dir, "test")
-    doc, lines = PROBES[task.family](recipe, task, test, data_dir, model_dir, out, placement)
+    # each family reads only the test rows it probes, a line at a time: the split need not fit in memory
+    n_test = count_split(data_dir, "test")
+    doc, lines = PROBES[task.family](recipe, task, n_test, data_dir, model_dir, out, placement)
     boot = boot_of(recipe)
     Probes(task=recipe.task, family_of_model=task.family, seed=recipe.seed, confidence=boot.confidence,
-           n_resamples=boot.n_resamples, n_test=len(test), **doc).write(out)
+           n_resamples=boot.n_resamples, n_test=n_test, **doc).write(out)
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- classifiers
 
 
-def classifier_probes(recipe: Recipe, task, test: list, data_dir: Path, model_dir: Path, out: Path,
+def classifier_probes(recipe: Recipe, task, n_test: int, data_dir: Path, model_dir: Path, out: Path,
                       placement: Placement) -> tuple[dict, list[str]]:
     from tunewise.artifacts.rows import load_labels
 
     cfg, boot = recipe.probes, boot_of(recipe)
     labels = load_labels(data_dir)
-    rows = sample_rows(test, cfg.max_texts, recipe.seed)
+    # a seeded random sample of probes.max_texts rows in test order (test files are often sorted by label, so
+    # not the first rows); all rows when max_texts is null or not smaller
+    rows, _ = sample_split(data_dir, "test", cfg.max_texts, np.random.default_rng(recipe.seed),
+                           kind=task.record_kind)
     texts = [r.text for r in rows]
     y = np.array([labels.index(r.label) for r in rows])
     families = load_families(cfg.families)
@@ -99,7 +96,7 @@ def classifier_probes(recipe: Recipe, task, test: list, data_dir: Path, model_di
            "robustness": robust, "robustness_note": None if cfg.robustness else "probes.robustness is empty",
            "crows_pairs": None, "crows_pairs_note": None}
     pct = f"{boot.confidence:.0%}"
-    lines = [f"probes: {len(rows):,} of {len(test):,} test rows, {len(unique):,} texts scored ({pct} bootstrap CIs)"]
+    lines = [f"probes: {len(rows):,} of {n_test:,} test rows, {len(unique):,} texts scored ({pct} bootstrap CIs)"]
     for name, r in families_out.items():
         fr = r["flip_rate"]
         lines.append(f"  {name}: {r['n_texts']} texts mention it, flip rate {fr['value']:.3f} "
@@ -116,7 +113,7 @@ def classifier_probes(recipe: Recipe, task, test: list, data_dir: Path, model_di
 # ---------------------------------------------------------------- causal LMs
 
 
-def causal_probes(recipe: Recipe, task, test: list, data_dir: Path, model_dir: Path, out: Path,
+def causal_probes(recipe: Recipe, task, n_test: int, data_dir: Path, model_dir: Path, out: Path,
                   placement: Placement) -> tuple[dict, list[str]]:
     from tunewise.models import resolve_base_model
     from tunewise.tasks.causal import for_inference, load_finetuned
@@ -134,7 +131,7 @@ def causal_probes(recipe: Recipe, task, test: list, data_dir: Path, model_dir: P
         note = ("off for generation and chat by default (probes.generation_max_texts = 0): each noise kind means "
                 "generating every reply again; set probes.generation_max_texts to probe the first N test rows")
     else:
-        examples = test[:cfg.generation_max_texts]
+        examples = list(islice(iter_split(data_dir, "test", kind=task.record_kind), cfg.generation_max_texts))
         n_probed = len(examples)
         refs = [[ex.target, *ex.references] for ex in examples]
         clean, _ = task.predict(finetuned, tok, examples, recipe, placement, desc="probes: clean prompts")

@@ -36,6 +36,7 @@ class Task(Protocol):
     auto_class: str           # the transformers Auto class that loads the fine-tuned folder
     pipeline_tag: str         # the Hugging Face pipeline tag of the fine-tuned model
     baseline_choices: tuple[str, ...]  # the baselines `evaluate.baselines` may name for this task
+    record_kind: str          # "row" or "example": how artifacts.rows reads a data/ line of this task
     card_sections: tuple[str, ...]  # card/ template partials the card and report include, in order
 
     def default_finetune(self) -> str: ...

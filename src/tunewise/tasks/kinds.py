@@ -39,6 +39,7 @@ class ClassificationTask:
     auto_class = "AutoModelForSequenceClassification"  # the transformers class that loads the fine-tuned folder
     pipeline_tag = "text-classification"
     baseline_choices = ("majority", "tfidf_logreg")  # the baselines evaluate.baselines may name
+    record_kind = "row"  # what a data/ line reads as (artifacts.rows: iter_split, sample_split, records_dataset)
     card_sections = ("classification",)
 
     def default_finetune(self) -> str:
@@ -126,6 +127,7 @@ class CausalLMTask:
     auto_class = "AutoModelForCausalLM"  # the transformers class that loads the fine-tuned folder
     pipeline_tag = "text-generation"
     baseline_choices = ("base_model",)  # the baselines evaluate.baselines may name
+    record_kind = "example"  # what a data/ line reads as (artifacts.rows: iter_split, sample_split, records_dataset)
     card_sections = ("generation",)
 
     def __init__(self, name: str):
