@@ -62,8 +62,12 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 #   tunewise-malloc  glibc set to give freed activations back to the OS (hardware.return_freed_memory: fixed 1 MiB
 #                    mmap threshold, 2 arenas); not a default: each large tensor is then page-faulted afresh
 #   tunewise-pack    train.packing=true (examples packed into max_length rows, 4D block-causal mask)
+#   tunewise-nomicro train.micro_batch_tokens=null: each batch in one forward pass (the default splits it into
+#                    micro-batches of at most 1,024 tokens with accumulated gradients: same steps, same loss)
+#   tunewise-micro512 train.micro_batch_tokens=512 (micro-batches of one 512-token row)
 ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
-             "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True}}
+             "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True},
+             "tunewise-nomicro": {"micro_batch_tokens": None}, "tunewise-micro512": {"micro_batch_tokens": 512}}
 SIDES = (*ABLATIONS, "trl")
 DEFAULT_SIDES = ("tunewise", "trl")  # fits 10 minutes on 2 quiet cores; add ablation sides with --sides
 IGNORE = -100
@@ -177,7 +181,8 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
                   "lora_alpha": cfg["lora_alpha"], "lora_dropout": cfg["lora_dropout"],
                   "lora_target_modules": "all-linear"},
         "train": {"epochs": epochs, "lr": cfg["lr"], "batch_size": cfg["batch_size"], "precision": "auto",
-                  "packing": packing, "gradient_checkpointing": checkpointing},
+                  "packing": packing, "gradient_checkpointing": checkpointing,
+                  **({"micro_batch_tokens": lever["micro_batch_tokens"]} if "micro_batch_tokens" in lever else {})},
         "audit": {"enabled": False},
     }
     recipe["name"] += side.removeprefix("tunewise")  # each side its own run directory
@@ -195,6 +200,7 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
             "settings": {"precision": f"{s['precision']} autocast" if s["precision"] == "bf16" else s["precision"],
                          "weights": "float32" if lever.get("fp32_frozen") else s["base_weights_dtype"],
                          "gradient_checkpointing": checkpointing, "allocator": allocator or "glibc default",
+                         "micro_batches": s.get("micro_batches", 1),
                          "packing": s["packing"],
                          "group_by_length": not s["packing"], "warmup": 0.06, "weight_decay": 0.01,
                          "loss": "vocabulary projection only at completion positions",

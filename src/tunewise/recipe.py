@@ -138,6 +138,7 @@ class TrainConfig(_Strict):
     packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Causal LMs: recompute each layer's activations in the backward pass; much less memory for about a third more compute.")
+    micro_batch_tokens: int | None = Field(1024, ge=16, le=1_048_576, description="Causal LMs: split each batch into equal micro-batches of at most this many tokens (rows x model.max_length) and accumulate their gradients: the same examples per optimizer step and the same loss (normalised over the whole batch's trained tokens), with activation memory cut by the split. null: no split.")
     early_stopping_patience: int | None = Field(2, ge=1, description="Stop after this many evaluations without improvement on validation; null disables.")
     metric_for_best_model: Literal["auto", "loss", "accuracy", "macro_f1"] = Field("auto", description="Validation metric that picks the best checkpoint. `auto`: macro_f1 for classification, loss for causal LMs.")
     checkpoint_every_steps: int | None = Field(None, ge=1, description="Evaluate and checkpoint every N steps; null means once per epoch.")

@@ -123,6 +123,8 @@ class CausalTrainSummary(TrainSummary):
                     "(embeddings, norms and a tied output layer stay float32), else float32.")
     packing: bool = Field(description="train.packing: examples packed into rows of model.max_length.")
     gradient_checkpointing: bool = Field(description="train.gradient_checkpointing.")
+    micro_batches: int | None = omitted("Each batch ran as this many micro-batches with accumulated gradients "
+                                        "(train.micro_batch_tokens); absent in summaries written before the split.")
     train_rows: int = Field(description="Training rows fed to the Trainer (packed rows with packing).")
     quarantined_examples: int = Field(description="Examples that could not be encoded (model/quarantine.jsonl).")
     truncated_prompt_tokens: int = Field(description="Prompt tokens cut to fit model.max_length, in total.")

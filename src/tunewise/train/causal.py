@@ -27,7 +27,7 @@ from tunewise.rundir import atomic_write_jsonl, atomic_write_text
 from tunewise.tasks import task_for
 from tunewise.tasks.causal import IGNORE, EncodedSplit, encode_examples_dataset, mask_segments, pack_dataset
 from tunewise.train.common import (arrow_cache, choose_attention, drop_checkpoints, last_complete_checkpoint,
-                                   resumable_trainer, stage_callbacks, training_arguments)
+                                   micro_batches, resumable_trainer, stage_callbacks, training_arguments)
 from tunewise.train.distributed import hardware_record, rank_zero_trainer
 
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -199,13 +199,16 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
     if not resume and world.is_main:
         (out / "train_log.jsonl").unlink(missing_ok=True)
     best_name = recipe.best_metric()
+    # activations grow with the tokens of a forward pass; accumulating micro-batches keeps the step, not the memory
+    micro = micro_batches(cfg.batch_size, recipe.model.max_length, cfg.micro_batch_tokens)
     args = training_arguments(
         recipe, placement, ckpt_dir, train_rows=len(train_ds), has_validation=val_ds is not None,
         eval_batch_size=min(cfg.eval_batch_size, 16),  # logits over a 49k vocabulary are large
         max_logging_steps=25, group_by_length=cfg.group_by_length and not cfg.packing,
         remove_unused_columns=False, label_names=["labels"],
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None, world=world)
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None, world=world,
+        micro=micro)
     callbacks, timer = stage_callbacks(out, cfg.early_stopping_patience, val_ds is not None, world)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=task.collator(tokenizer), processing_class=tokenizer,
@@ -246,6 +249,7 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
         "base_weights_dtype": "bfloat16" if frozen_bf16 else "float32",
         "packing": cfg.packing,
         "gradient_checkpointing": cfg.gradient_checkpointing,
+        "micro_batches": micro,
         "epochs_run": round(epochs_run, 3),
         "global_steps": state.global_step,
         "resumed_from": Path(resume_from).name if resume_from else None,

@@ -19,11 +19,21 @@ from tunewise.recipe import Recipe
 from tunewise.rundir import scratch_folder
 
 
+def micro_batches(batch_size: int, max_length: int, max_tokens: int | None) -> int:
+    """How many equal micro-batches a batch of `batch_size` rows of up to `max_length` tokens is split into so
+    that each holds at most `max_tokens` (the fewest that do; one row each if none does)."""
+    if max_tokens is None:
+        return 1
+    return next((k for k in range(1, batch_size + 1) if batch_size % k == 0 and
+                 batch_size // k * max_length <= max_tokens), batch_size)
+
+
 def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, train_rows: int, has_validation: bool,
                        eval_batch_size: int, max_logging_steps: int, group_by_length: bool, world: World = World(),
-                       **task_specific: Any):
+                       micro: int = 1, **task_specific: Any):
     """transformers TrainingArguments from the recipe; `task_specific` adds or overrides what one task needs.
-    `world`: the processes training together (train.batch_size is per process, so the global batch grows with it)."""
+    `world`: the processes training together (train.batch_size is per process, so the global batch grows with it).
+    `micro`: each batch runs as this many micro-batches with their gradients accumulated (same optimizer steps)."""
     from transformers import TrainingArguments
 
     from tunewise.train.distributed import parallel_arguments
@@ -35,9 +45,9 @@ def training_arguments(recipe: Recipe, placement: Placement, ckpt_dir: Path, *, 
     return TrainingArguments(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size // micro,
         per_device_eval_batch_size=eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps * micro,
         learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_fraction,  # a float < 1 is a share of all steps in transformers 5
