@@ -88,6 +88,38 @@ def test_near_duplicates_are_verified_by_exact_jaccard_and_leaks_point_at_train(
     assert rows.tolist() == [3] and partner.tolist() == [0] and not exact[0] and 0.8 <= sim[0] < 1
 
 
+def test_the_duplicate_search_gives_the_same_answer_in_any_partition_size(shared_data, monkeypatch):
+    """DuplicateIndex keeps its per-row state in files and `finish()` groups the exact-form keys, each band's
+    keys and the candidate pairs a partition at a time, so its memory does not follow the data's size. The
+    partition sizes must not change the answer: 4,000 real banking77 texts with exact repeats and one-word
+    variants, in two splits, give the same representatives, pairs, similarities and candidate count with the
+    default sizes (one partition at this size) as with tiny ones (16 key partitions, 8 pair ranges each read in
+    narrower passes, chunks and steps that do not divide the rows)."""
+    from tunewise.audit import dedup
+
+    with open(shared_data / "banking77" / "train.csv", encoding="utf-8", newline="") as fh:
+        texts = [r["text"] for _, r in zip(range(3000), csv.DictReader(fh))]
+    texts += [texts[i] for i in range(0, 3000, 5)]  # exact repeats
+    texts += [" ".join(texts[i].split()[:-1]) for i in range(1, 3000, 7)]  # one word dropped: near-duplicates
+
+    def search() -> dedup.Duplicates:
+        index = dedup.DuplicateIndex(0.8)
+        index.add(0, texts[:3500])
+        index.add(2, texts[3500:])
+        return index.finish()
+
+    whole = search()
+    for name, value in {"_PART_ROWS": 256, "_PAIR_ROWS": 512, "_PAIR_BYTES": 4096, "_CHUNK": 1000,
+                        "_ADD_ROWS": 333}.items():
+        monkeypatch.setattr(dedup, name, value)
+    parts = search()
+    assert whole.candidates == parts.candidates > len(whole.edges) > 300
+    assert (whole.rep != np.arange(len(texts))).sum() >= 600  # the exact repeats found
+    for field in ("groups", "keys", "rep", "empty", "edges", "similarity"):
+        assert np.array_equal(getattr(whole, field), getattr(parts, field)), field
+    assert whole.leaks(0, 2)[0].tolist() == parts.leaks(0, 2)[0].tolist()
+
+
 @pytest.mark.parametrize("text, kinds", [
     ("write to jane.doe+billing@example.co.uk please", ["email"]),
     ("my card 4111 1111 1111 1111 was charged", ["card"]),

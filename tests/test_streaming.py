@@ -1,6 +1,6 @@
-"""Data larger than memory: the data stage streams its input, so the memory it uses beyond its fixed start-up cost
-stays below the size of the data, and the audit's stays within twice it (each checked under a hard cap in a
-subprocess); the training data is read back as a memory-mapped Arrow table."""
+"""Data larger than memory: the data stage and the audit stream their input, so the memory each uses beyond its
+fixed start-up cost stays below the size of the data (each checked under a hard cap in a subprocess); the training
+data is read back as a memory-mapped Arrow table."""
 
 from __future__ import annotations
 
@@ -82,6 +82,9 @@ print(json.dumps({"message": message, "start_up": start_up, "cap": cap, "end": e
 STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(2**40),
                  "MALLOC_ARENA_MAX": "1", "RAYON_NUM_THREADS": "1"}
 WARM_LINES = 2500  # 2,000+ train rows: the label-noise check's sample (NOISE_ROWS) is full, as on the big file
+WARM_EVERY = 4  # ... taken every 4th line of the first 10,000, so all 77 banking77 labels are in it, as in the big
+# file: the label-noise model's size grows with the labels it sees (~15 MiB more for 77 than for the first 20)
+AUDIT_SHARE = 0.75  # the audit's cap above its start-up, as a share of the data's size
 
 
 def varied_banking77(path: Path, megabytes: float) -> dict[str, int]:
@@ -144,27 +147,35 @@ def test_the_data_stage_runs_in_far_less_memory_than_its_data(capped_data_stage)
           f"peak {result['peak'] / 2**20:.0f} MiB")
 
 
-def test_the_audit_holds_a_bounded_share_of_its_data(capped_data_stage):
+def test_the_audit_runs_in_less_memory_than_its_data(capped_data_stage):
     """The whole audit (exact and MinHash near-duplicates, leakage, label conflicts and label noise, lengths in
     MiniLM tokens, PII, the plots and the datacard) of the 16 MiB file's ~95,000 rows, with the private memory
-    (RLIMIT_DATA) capped at what the audit of its first 2,500 lines needed plus twice the data's size. The audit
-    spills its per-row state to disk and now holds about 175 bytes a row beyond its start-up, about the size of
-    the rows themselves: not less than the data, so the cap is twice its size. Before the spilling it held ~880
-    bytes a row (bench/streaming.py), ~80 MiB here, which this cap refuses.
+    (RLIMIT_DATA) capped at its start-up plus 0.75 times the data's size (12 MiB). Start-up is measured after
+    auditing 2,500 lines of the same file twice, spread over its first 10,000 lines so they hold all 77 labels:
+    that warm-up includes the fixed costs that do not grow with the data (imports, the tokenizer, the label-noise
+    model on its full 2,000-row sample over all the labels, the heap's working set of one batch). Beyond it the
+    audit keeps its per-row state in files (audit/spill.py, and dedup.py's partitioned duplicate search) and
+    holds about 5-6 MiB here, ~60 bytes a row against ~176 bytes a row of data. The audit before that (the
+    duplicate index's arrays in memory, a global sort, hashing 2,048 texts a step) ran out of memory under
+    this cap while hashing.
     The findings account for every row: the rows audited are the rows the data stage kept, and
     quarantine.jsonl holds every row the data stage quarantined plus every row a finding recommends removing."""
     folder, big = capped_data_stage["folder"], capped_data_stage["big"]
     written = capped_data_stage["written"]
     warm = folder / "warm.jsonl"
     with open(big, encoding="utf-8") as src:
-        warm.write_text("".join(next(src) for _ in range(WARM_LINES)), encoding="utf-8")
-    allowance = 2 * big.stat().st_size  # twice the data's size, on top of what the audit of 2,500 lines needed
+        lines = [line for _, line in zip(range(WARM_LINES * WARM_EVERY), src)]
+    warm.write_text("".join(lines[::WARM_EVERY]), encoding="utf-8")
+    allowance = int(AUDIT_SHARE * big.stat().st_size)  # less than the data, on top of the warm-up's high-water
     proc = subprocess.run([sys.executable, "-c", CAPPED_AUDIT, str(data_recipe(folder, "warm", warm)),
                            str(folder / "big.yaml"), str(folder / "big-out"), str(allowance)],
                           env={**subprocess_env(), **STEADY_MALLOC}, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, (
+        f"the audit of {big.stat().st_size / 2**20:.1f} MiB of data did not finish with its private memory capped at "
+        f"start-up + {AUDIT_SHARE:g} x the data's size (+{allowance / 2**20:.1f} MiB):\n"
+        + proc.stdout[-3000:] + proc.stderr[-3000:])
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["cap"] - result["start_up"] <= 2 * big.stat().st_size
+    assert result["cap"] - result["start_up"] < big.stat().st_size  # the cap is below the data's size
 
     findings = json.loads((folder / "big-audit" / "findings.json").read_text())
     summary = json.loads((folder / "big-out" / "summary.json").read_text())
@@ -172,6 +183,7 @@ def test_the_audit_holds_a_bounded_share_of_its_data(capped_data_stage):
     assert {name: s["rows"] for name, s in stats["splits"].items()} == \
         {name: s["rows"] for name, s in summary["splits"].items()}
     assert stats["data_quarantined"] == written["bad"] > 0
+    assert sum(s["rows"] for s in stats["splits"].values()) + stats["data_quarantined"] == written["lines"]
     assert stats["near_duplicates"]["candidate_pairs"] > 0  # the near-duplicate search ran on every row
     noise = next(f for f in findings["findings"] if f["check"] == "label_noise")
     assert noise["details"]["checked_rows"] == 2000  # NOISE_ROWS: the check ran on its full sample
@@ -180,8 +192,11 @@ def test_the_audit_holds_a_bounded_share_of_its_data(capped_data_stage):
     lines = [json.loads(line) for line in open(folder / "big-audit" / "quarantine.jsonl", encoding="utf-8")]
     assert len(lines) == written["bad"] + removals
     assert all(line["text"] for line in lines if line["stage"] == "audit")  # each with its excerpt
-    print(f"{written['lines']:,} lines; audit start-up {result['start_up'] / 2**20:.0f} MiB of private memory, "
-          f"cap {result['cap'] / 2**20:.0f} MiB, at the end {result['end'] / 2**20:.0f} MiB")
+    data_mib = big.stat().st_size / 2**20
+    print(f"{data_mib:.1f} MiB of data, {written['lines']:,} lines; audit start-up {result['start_up'] / 2**20:.0f} "
+          f"MiB of private memory, cap start-up + {AUDIT_SHARE:g} x the data's size "
+          f"(+{(result['cap'] - result['start_up']) / 2**20:.1f} MiB), at the end "
+          f"+{(result['end'] - result['start_up']) / 2**20:.1f} MiB above start-up")
 
 
 def test_the_carved_split_is_sklearns_stratified_split_exactly():

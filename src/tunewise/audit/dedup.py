@@ -1,20 +1,21 @@
 """Exact and near-duplicate detection over all splits at once, streaming.
 
 Texts are added in batches (`DuplicateIndex.add`), each tagged with its split; the index keeps per text only
-a 64-bit key of its exact form, its LSH band keys (b × 8 bytes) and its set of 32-bit shingle hashes, never the
-text itself. The band keys and the shingle sets, which grow with the data, are appended to temporary files
-(under TMPDIR) and read back when `finish()` needs them (one band, or the sets of one chunk of pairs, at a
-time), so in memory the index holds about 20 bytes a text, in numpy arrays. `finish()` then groups exact
-duplicates by sorting the keys, finds near-duplicate candidates by sorting each band's keys (MinHash LSH, see
-minhash.py; merged band by band, so memory follows the distinct candidates, not the raw hits), and verifies
-every candidate pair by its exact Jaccard similarity. The result answers, per split: duplicates, near-duplicate
-clusters, and eval rows leaked from train.
+its split, a 64-bit key of its exact form, its LSH band keys (b × 8 bytes) and its set of 32-bit shingle hashes,
+never the text itself, and all of them in temporary files (under TMPDIR), not in memory. `finish()` works on
+those files a part at a time, so its memory does not follow the number of texts either: exact duplicates are
+grouped one hash partition of the keys at a time (a partition holds every row of each of its keys), and so are
+each band's keys for the near-duplicate candidates (MinHash LSH, see minhash.py); the candidate pairs go to a file
+per range of rows and each range is made unique and verified alone (exact Jaccard similarity, the sets of one
+chunk of pairs read at a time). The per-row results (split, key, first row of each exact form) are file-backed
+arrays. The result answers, per split: duplicates, near-duplicate clusters, and eval rows leaked from train.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from datasketch.hashfunc import sha1_hash32
@@ -25,6 +26,9 @@ from tunewise.audit.normalize import NON_WORD, exact_form, key64
 NUM_PERM = 128
 SHORT_TEXT_WORDS = 30  # median words at or below which shingles are single words
 _CACHE_LIMIT = 1 << 19  # shingle -> hash entries (~150 bytes each) kept before the cache starts again
+# texts hashed at a time: the arrays of a step (shingles, character grams, signatures) take ~3 MiB; larger steps
+# are no faster, and their short-lived arrays of varying size fragment the heap by several times that
+_ADD_ROWS = 512
 
 
 def shingle_words_for(median_words: float) -> int:
@@ -141,10 +145,7 @@ class DuplicateIndex:
         self.hasher = minhash.MinHasher(num_perm, seed)
         self.bands, self.rows_per_band = minhash.lsh_bands(threshold, num_perm)
         self._cache: dict[str, int] = {}
-        self._groups: list[np.ndarray] = []
-        self._keys: list[np.ndarray] = []
-        self._spill = _Spill(self.bands)  # band keys (one file per band) and shingle sets, on disk
-        self._sizes: dict[str, list[np.ndarray]] = {"word": [], "char": []}
+        self._spill = _Spill(self.bands)  # everything kept per row, on disk
 
     def _hash(self, shingle: str) -> int:
         h = self._cache.get(shingle)
@@ -169,6 +170,10 @@ class DuplicateIndex:
 
     def add(self, group: int, texts: list[str]) -> None:
         """Add a batch of texts of one split (`group`: a small integer)."""
+        for lo in range(0, len(texts), _ADD_ROWS):
+            self._add(group, texts[lo:lo + _ADD_ROWS])
+
+    def _add(self, group: int, texts: list[str]) -> None:
         keys = np.empty(len(texts), dtype=np.uint64)
         flat: list[int] = []
         lengths = np.empty(len(texts), dtype=np.int64)
@@ -184,89 +189,201 @@ class DuplicateIndex:
         if self.char_grams:
             sets["char"] = _unique_sets(*_char_grams(joined, self.char_grams))
         signatures = self.hasher.signatures(sets["word"][1], sets["word"][0])
-        self._groups.append(np.full(len(texts), group, dtype=np.int8))
-        self._keys.append(keys)
+        self._spill.add_rows(np.full(len(texts), group, dtype=np.int8), keys)
         self._spill.add_bands(minhash.band_keys(signatures, self.bands, self.rows_per_band))
         for name, (sizes, data) in sets.items():
-            self._sizes[name].append(sizes.astype(np.int32))
-            self._spill.add_set(name, data)
+            self._spill.add_set(name, sizes, data)
 
     def finish(self) -> Duplicates:
         with self._spill as spill:
             return self._finish(spill)
 
     def _finish(self, spill: "_Spill") -> Duplicates:
-        groups = _cat(self._groups, np.int8)
-        keys = _cat(self._keys, np.uint64)
-        csr = {name: (_offsets(sizes), spill.set_data(name)) for name, sizes in self._sizes.items() if sizes}
-        self._groups = self._keys = []  # type: ignore[assignment]
-        self._sizes = {"word": [], "char": []}
-        n = len(keys)
-        sizes = np.diff(csr["word"][0]) if "word" in csr else np.zeros(n, dtype=np.int64)
-
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.ones(n, dtype=bool)
-        starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
-        run = np.cumsum(starts) - 1
-        rep = np.empty(n, dtype=np.int64)
-        rep[order] = order[starts][run]
-        del order, sorted_keys, starts, run  # 25 bytes a row not needed past this point
-
-        nodes = np.flatnonzero((rep == np.arange(n)) & (sizes > 0))
-        pairs = minhash.candidate_pairs(spill.band_columns(nodes), nodes)
+        # every per-row array is a file mapped read-only or a file-backed map (np.memmap): the kernel can write
+        # its pages back and drop them, so none of them is the process's own memory (RssAnon, RLIMIT_DATA)
+        n = spill.rows
+        groups, keys = spill.mapped("groups", np.int8), spill.mapped("keys", np.uint64)
+        csr = {name: (spill.offsets(name), spill.set_data(name)) for name in spill.set_names()}
+        word_ptr = csr["word"][0] if "word" in csr else spill.new("zero", np.int64, n + 1)
+        rep = spill.new("rep", np.int64, n)
+        for rows, part_keys in _partitions(keys, np.empty(0, dtype=bool), n):
+            # the rows of one key partition hold every row of their keys: each exact form's first row is here
+            order = np.argsort(part_keys, kind="stable")
+            rows, part_keys = rows[order], part_keys[order]
+            starts = np.ones(len(rows), dtype=bool)
+            starts[1:] = part_keys[1:] != part_keys[:-1]
+            rep[rows] = rows[starts][np.cumsum(starts) - 1]
+            del order, part_keys, starts
+        empty = spill.new("empty", np.bool_, n)
+        node_file = spill.new("nodes", np.bool_, n)  # representatives with at least one shingle
+        for lo in range(0, n, _CHUNK):
+            hi = min(n, lo + _CHUNK)
+            sizes = np.diff(word_ptr[lo:hi + 1])
+            empty[lo:hi] = sizes == 0
+            node_file[lo:hi] = (rep[lo:hi] == np.arange(lo, hi)) & (sizes > 0)
         floor = self.threshold - (self.CHAR_MARGIN if "char" in csr else 0.0)
-        if len(pairs):
-            # Jaccard can be no higher than the ratio of the set sizes: skip hopeless pairs before verifying
-            small = np.minimum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
-            large = np.maximum(sizes[pairs[:, 0]], sizes[pairs[:, 1]])
-            pairs = pairs[small >= floor * large - 1e-9]
-            del small, large
-        similarity = minhash.exact_jaccard(*csr["word"], pairs) if "word" in csr else np.zeros(0)
-        if "char" in csr:
-            close = np.flatnonzero((similarity < self.threshold) & (similarity >= floor))
-            similarity[close] = np.maximum(similarity[close], minhash.exact_jaccard(*csr["char"], pairs[close]))
-        keep = similarity >= self.threshold - 1e-12
-        return Duplicates(groups=groups, keys=keys, rep=rep, empty=sizes == 0, edges=pairs[keep],
-                          similarity=similarity[keep], candidates=len(pairs), bands=self.bands,
-                          rows_per_band=self.rows_per_band, shingle_words=self.shingle_words)
+        edges, similarity, candidates = [], [], 0
+        for pairs in _candidate_pairs(spill, node_file, n, self.bands):
+            if len(pairs):
+                # Jaccard can be no higher than the ratio of the set sizes: skip hopeless pairs before verifying
+                su = word_ptr[pairs[:, 0] + 1] - word_ptr[pairs[:, 0]]
+                sv = word_ptr[pairs[:, 1] + 1] - word_ptr[pairs[:, 1]]
+                pairs = pairs[np.minimum(su, sv) >= floor * np.maximum(su, sv) - 1e-9]
+                del su, sv
+            sim = minhash.exact_jaccard(*csr["word"], pairs) if "word" in csr else np.zeros(0)
+            if "char" in csr:
+                close = np.flatnonzero((sim < self.threshold) & (sim >= floor))
+                sim[close] = np.maximum(sim[close], minhash.exact_jaccard(*csr["char"], pairs[close]))
+            keep = sim >= self.threshold - 1e-12
+            candidates += len(pairs)
+            edges.append(pairs[keep])
+            similarity.append(sim[keep])
+        return Duplicates(groups=groups, keys=keys, rep=rep, empty=empty,
+                          edges=np.concatenate(edges) if edges else np.empty((0, 2), dtype=np.int64),
+                          similarity=np.concatenate(similarity) if similarity else np.zeros(0),
+                          candidates=candidates, bands=self.bands, rows_per_band=self.rows_per_band,
+                          shingle_words=self.shingle_words)
+
+
+_CHUNK = 1 << 16  # rows of a per-row file read at a time
+_PART_ROWS = 1 << 15  # rows (keys) per partition when grouping by key: the partitions' memory is about 40 B each
+_PAIR_ROWS = 1 << 14  # rows per range of first pair members: each range's pairs are made unique and verified alone
+_PAIR_BYTES = 1 << 20  # raw pair codes (8 bytes each) made unique at once; a larger range is split further
+
+
+def _partitions(keys: np.ndarray, select, n: int):
+    """(rows, keys) of each hash partition of `keys` (a per-row file): rows whose key's top bits are p, in row
+    order, one partition at a time. `select`: a per-row bool file of the rows to take, or an empty array for all.
+    Keys are hashes, so the top bits split them evenly; a partition holds every row of each of its keys."""
+    bits = (max(1, -(-n // _PART_ROWS)) - 1).bit_length()  # 2**bits partitions of at most ~_PART_ROWS keys
+    for p in range(1 << bits):
+        rows, values = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.uint64)]
+        for lo in range(0, n, _CHUNK):
+            chunk = np.asarray(keys[lo:lo + _CHUNK])
+            take = (chunk >> np.uint64(64 - bits)) == p if bits else np.ones(len(chunk), dtype=bool)
+            if len(select):
+                take &= np.asarray(select[lo:lo + _CHUNK])
+            where = np.flatnonzero(take)
+            rows.append(where + lo)
+            values.append(chunk[where])
+        yield np.concatenate(rows), np.concatenate(values)
+
+
+def _candidate_pairs(spill: "_Spill", nodes, n: int, bands: int, max_distance: int = 32):
+    """Pairs of `nodes` (a per-row bool file) that share a key in any band, as (m, 2) int64 arrays with the
+    smaller row first, unique and sorted: one array per range of first members, in order, so their concatenation
+    is sorted. Each band is grouped a hash partition at a time (minhash.bucket_pairs); the pairs go to a file per
+    range of first members, which is then read back and made unique alone (in narrower ranges if it is large), so
+    memory follows one range's pairs, not all of them."""
+    ranges = max(1, -(-n // _PAIR_ROWS))
+    files = [open(spill.folder / f"pairs{r}.u64", "wb") for r in range(ranges)]
+    with_keys = spill.band_columns()
+    for j in range(bands):
+        for rows, part_keys in _partitions(with_keys[j], nodes, n):
+            codes = minhash.bucket_pairs(part_keys, rows, max_distance)
+            if not len(codes):
+                continue
+            where = (codes >> np.uint64(32)).astype(np.int64) // _PAIR_ROWS
+            order = np.argsort(where, kind="stable")
+            codes, bounds = codes[order], np.searchsorted(where[order], np.arange(ranges + 1))
+            for r in np.flatnonzero(bounds[1:] > bounds[:-1]).tolist():
+                files[r].write(codes[bounds[r]:bounds[r + 1]].tobytes())
+            del codes, where, order
+    for fh in files:
+        fh.close()
+    for r in range(ranges):
+        path = spill.folder / f"pairs{r}.u64"
+        raw = spill.mapped(path.name, np.uint64)
+        # a range whose pairs (not yet unique: a pair found in several bands is there several times) exceed
+        # _PAIR_BYTES is read in as many narrower ranges, each a pass over its file
+        steps = max(1, -(-raw.nbytes // _PAIR_BYTES))
+        lo, hi = r * _PAIR_ROWS, min(n, (r + 1) * _PAIR_ROWS)
+        cuts = np.linspace(lo, hi, steps + 1).astype(np.int64)
+        for a, b in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+            parts = [np.empty(0, dtype=np.uint64)]
+            for at in range(0, len(raw), _CHUNK):
+                chunk = np.asarray(raw[at:at + _CHUNK])
+                first = chunk >> np.uint64(32)
+                parts.append(chunk[(first >= a) & (first < b)] if steps > 1 else chunk)
+            codes = minhash.sorted_unique(np.concatenate(parts))
+            del parts
+            yield np.stack([codes >> np.uint64(32), codes & np.uint64(0xFFFFFFFF)], axis=1).view(np.int64)
+        del raw
+        path.unlink()
 
 
 class _Spill:
-    """The parts of the index that grow with the data, appended to files in a temporary folder and read back
-    memory-mapped: each band's keys (a file per band, so one band is one sequential read) and the shingle sets."""
+    """What the index keeps per row, appended to files in a temporary folder and read back memory-mapped (or with
+    pread): split codes and exact-form keys, each band's keys (a file per band, so one band is one sequential
+    read), the shingle sets and their sizes. `finish()` adds its own per-row results there (file-backed maps)."""
 
     def __init__(self, bands: int):
         import tempfile
 
         self._dir = tempfile.TemporaryDirectory(prefix="tunewise-dedup-")
         self.folder = Path(self._dir.name)
-        self._band_files = [open(self.folder / f"band{j}.u64", "wb") for j in range(bands)]
-        self._set_files = {name: open(self.folder / f"{name}.u32", "wb") for name in ("word", "char")}
+        self.rows = 0
+        self._bands = bands
+        self._files: dict[str, Any] = {}
+
+    def _write(self, name: str, values: np.ndarray) -> None:
+        fh = self._files.get(name)
+        if fh is None:
+            fh = self._files[name] = open(self.folder / name, "wb")
+        fh.write(np.ascontiguousarray(values).tobytes())
+
+    def add_rows(self, groups: np.ndarray, keys: np.ndarray) -> None:
+        self._write("groups", groups)
+        self._write("keys", keys)
+        self.rows += len(keys)
 
     def add_bands(self, keys: np.ndarray) -> None:
-        for j, fh in enumerate(self._band_files):
-            fh.write(np.ascontiguousarray(keys[:, j]).tobytes())
+        for j in range(self._bands):
+            self._write(f"band{j}", keys[:, j])
 
-    def add_set(self, name: str, data: np.ndarray) -> None:
-        self._set_files[name].write(data.astype(np.uint32).tobytes())
+    def add_set(self, name: str, sizes: np.ndarray, data: np.ndarray) -> None:
+        self._write(f"{name}.sizes", sizes.astype(np.int32))
+        self._write(f"{name}.u32", data.astype(np.uint32))
 
-    def _read(self, path: Path, dtype) -> np.ndarray:
-        return np.memmap(path, dtype=dtype, mode="r") if path.stat().st_size else np.empty(0, dtype=dtype)
+    def set_names(self) -> list[str]:
+        return [name for name in ("word", "char") if f"{name}.sizes" in self._files]
 
-    def band_columns(self, rows: np.ndarray) -> list[np.ndarray]:
-        """Each band's keys of `rows`, one band at a time (a lazy sequence: one column in memory at once)."""
-        return _LazyColumns([self.folder / f"band{j}.u64" for j in range(len(self._band_files))], rows, self._read)
+    def mapped(self, name: str, dtype) -> np.ndarray:
+        path = self.folder / name
+        if not path.is_file() or not path.stat().st_size:
+            return np.empty(0, dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r")
+
+    def new(self, name: str, dtype, n: int) -> np.ndarray:
+        """A zeroed per-row array in a new file, mapped for writing (its pages are the file's, not the heap's)."""
+        if not n:
+            return np.zeros(0, dtype=dtype)
+        return np.memmap(self.folder / name, dtype=dtype, mode="w+", shape=(n,))
+
+    def offsets(self, name: str) -> np.ndarray:
+        """CSR offsets (n + 1, int64) of a set file's sizes, summed a chunk at a time into a mapped file."""
+        sizes = self.mapped(f"{name}.sizes", np.int32)
+        out = self.new(f"{name}.offsets", np.int64, self.rows + 1)
+        total = 0
+        for lo in range(0, self.rows, _CHUNK):
+            part = np.cumsum(sizes[lo:lo + _CHUNK], dtype=np.int64) + total
+            out[lo + 1:lo + 1 + len(part)] = part
+            total = int(part[-1]) if len(part) else total
+        return out
+
+    def band_columns(self) -> list[np.ndarray]:
+        return [self.mapped(f"band{j}", np.uint64) for j in range(self._bands)]
 
     def set_data(self, name: str) -> "_SetFile":
         return _SetFile(self.folder / f"{name}.u32")
 
     def __enter__(self) -> "_Spill":
-        for fh in [*self._band_files, *self._set_files.values()]:
+        for fh in self._files.values():
             fh.close()
         return self
 
     def __exit__(self, *exc) -> None:
+        # the files are unlinked; the maps `finish()` returns keep their pages until the arrays are dropped
         self._dir.cleanup()
 
 
@@ -289,20 +406,6 @@ class _SetFile:
                      for a, b in zip(first.tolist(), last.tolist())]
         values = np.frombuffer(b"".join(parts), dtype=np.uint32)
         return np.r_[0, np.cumsum(ends - starts)].astype(np.int64), values
-
-
-class _LazyColumns:
-    """A sequence of band-key columns for minhash.candidate_pairs, each read from its file when asked for."""
-
-    def __init__(self, paths: list[Path], rows: np.ndarray, read):
-        self.paths, self.rows, self.read = paths, rows, read
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, j: int) -> np.ndarray:
-        column = self.read(self.paths[j], np.uint64)
-        return np.asarray(column[self.rows]) if len(column) else np.empty(0, dtype=np.uint64)
 
 
 def _char_grams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -328,18 +431,3 @@ def _unique_sets(hashes: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, n
     unique = minhash.sorted_unique((row << np.uint64(32)) | hashes.astype(np.uint64))
     sizes = np.bincount((unique >> np.uint64(32)).astype(np.int64), minlength=len(lengths))
     return sizes, (unique & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-
-
-def _offsets(sizes: list[np.ndarray]) -> np.ndarray:
-    """CSR offsets (n + 1, int64) of batches of set sizes, built in place (no temporary copies per row)."""
-    out = np.zeros(sum(len(s) for s in sizes) + 1, dtype=np.int64)
-    at = 1
-    for part in sizes:
-        out[at:at + len(part)] = part
-        at += len(part)
-    np.cumsum(out, out=out)
-    return out
-
-
-def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
-    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)

@@ -5,7 +5,8 @@ are those of `datasketch.MinHash(num_perm, seed)` (affine32 scheme: MurmurHash3 
 2**32). What differs is only that the permutation and the minimum run as numpy operations over a whole batch of
 texts instead of one MinHash object per text, so a signature here is bit-identical to datasketch's
 (tests/test_audit.py checks it) at a fraction of the cost. Candidate pairs come from sorting each band's keys
-rather than from MinHashLSH's dict-of-sets, which keeps memory at b × 8 bytes per text.
+(`bucket_pairs`, run by dedup.py on one hash partition of a band at a time) rather than from MinHashLSH's
+dict-of-sets of every text.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ MAX32 = np.uint32(0xFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
 _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-CHUNK_CELLS = 1 << 21  # shingles × permutations per numpy step (8 MiB of uint32)
+CHUNK_CELLS = 1 << 19  # shingles × permutations per numpy step (2 MiB of uint32)
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -83,7 +84,8 @@ class MinHasher:
                 if not len(nonempty):
                     continue
                 start, stop = offsets[lo], offsets[hi]
-                permuted = mixed[start:stop, None] * self.a[None, :] + self.b[None, :]
+                permuted = np.multiply(mixed[start:stop, None], self.a[None, :])
+                permuted += self.b[None, :]  # in place: one (shingles × permutations) array, not two
                 out[nonempty] = np.minimum.reduceat(permuted, offsets[nonempty] - start, axis=0)
         return out
 
@@ -101,32 +103,21 @@ def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
     return out
 
 
-def candidate_pairs(keys, nodes: np.ndarray, max_distance: int = 32) -> np.ndarray:
-    """Pairs of `nodes` that share a key in any band: (m, 2) int64 with the smaller id first, unique. `keys`: an
-    (n, bands) array, or a sequence of each band's column (read one at a time).
-
-    Within a bucket every pair is produced up to `max_distance` apart in node order; a bucket larger than that
-    (dozens of variants of one text) yields each node's `max_distance` nearest neighbours, which still links
+def bucket_pairs(keys: np.ndarray, nodes: np.ndarray, max_distance: int = 32) -> np.ndarray:
+    """The pairs of `nodes` (ascending) that share a key in one band, as (smaller << 32 | larger) codes, not yet
+    unique. Within a bucket every pair is produced up to `max_distance` apart in node order; a bucket larger than
+    that (dozens of variants of one text) yields each node's `max_distance` nearest neighbours, which still links
     the whole bucket into one cluster once the pairs are verified."""
-    codes = np.empty(0, dtype=np.uint64)  # the pairs so far, as (smaller << 32 | larger), sorted and unique
-    columns = [keys[:, j] for j in range(keys.shape[1])] if isinstance(keys, np.ndarray) else keys
-    for j in range(len(columns)):
-        column = columns[j]
-        order = np.argsort(column, kind="stable")
-        sorted_keys = column[order]
-        del column
-        found = [codes]
-        for d in range(1, max_distance + 1):
-            same = sorted_keys[:-d] == sorted_keys[d:]
-            if not same.any():
-                break
-            a, b = nodes[order[:-d][same]].astype(np.uint64), nodes[order[d:][same]].astype(np.uint64)
-            found.append((np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b))
-        del order, sorted_keys
-        codes = sorted_unique(np.concatenate(found)) if len(found) > 1 else codes  # merged band by band
-        del found
-    # both halves are below 2**32, so viewing them as int64 changes no value (and copies nothing)
-    return np.stack([codes >> np.uint64(32), codes & np.uint64(0xFFFFFFFF)], axis=1).view(np.int64)
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    found = []
+    for d in range(1, max_distance + 1):
+        same = sorted_keys[:-d] == sorted_keys[d:]
+        if not same.any():
+            break
+        a, b = nodes[order[:-d][same]].astype(np.uint64), nodes[order[d:][same]].astype(np.uint64)
+        found.append((np.minimum(a, b) << np.uint64(32)) | np.maximum(a, b))
+    return np.concatenate(found) if found else np.empty(0, dtype=np.uint64)
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:
@@ -140,19 +131,23 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     return values[keep]
 
 
-def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
+def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
     """Exact Jaccard of the shingle sets of each pair (sets stored CSR-style: row i is data[indptr[i]:indptr[i+1]],
     sorted and unique). `data` is an array, or an object on disk whose `gather(indptr, rows)` returns the sets of
     the sorted `rows` as (local indptr, values): then only the rows of one chunk of pairs are read at a time."""
     out = np.zeros(len(pairs), dtype=np.float64)
     if not len(pairs):
         return out
-    sizes = np.diff(indptr)
+    u_all, v_all = pairs[:, 0], pairs[:, 1]
+    # set sizes of the pairs' rows only (`indptr` may be a file-backed map over every row)
+    size_u = np.asarray(indptr[u_all + 1] - indptr[u_all])
+    size_v = np.asarray(indptr[v_all + 1] - indptr[v_all])
+    cum = np.cumsum(size_u + size_v)
     lo = 0
     while lo < len(pairs):
         # take as many pairs as fit in `chunk` shingles
-        cum = np.cumsum(sizes[pairs[lo:, 0]] + sizes[pairs[lo:, 1]])
-        hi = lo + max(1, int(np.searchsorted(cum, chunk, side="right")))
+        done = int(cum[lo - 1]) if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(cum, done + chunk, side="right")))
         u, v = pairs[lo:hi, 0], pairs[lo:hi, 1]
         pair_ids = np.arange(hi - lo, dtype=np.uint64)
         if isinstance(data, np.ndarray):
@@ -165,7 +160,7 @@ def exact_jaccard(indptr: np.ndarray, data: np.ndarray, pairs: np.ndarray, chunk
         keys.sort()
         dup = keys[1:] == keys[:-1]
         inter = np.bincount((keys[1:][dup] >> np.uint64(32)).astype(np.int64), minlength=hi - lo)
-        union = sizes[u] + sizes[v] - inter
+        union = size_u[lo:hi] + size_v[lo:hi] - inter
         out[lo:hi] = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         lo = hi
     return out

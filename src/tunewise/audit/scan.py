@@ -1,8 +1,8 @@
 """The audit's one streaming pass over data/: everything the checks need, collected batch by batch.
 
-Per row the pass keeps a few integers in compact arrays (label, token length, the duplicate index's keys: see
-dedup.py) and nothing else in memory: ids and origins, PII matches and the like go to temporary files
-(spill.py), so the audit finishes on data larger than memory. Rows are numbered globally in split order
+Per row the pass keeps a few integers in compact arrays (label, token length, an 8-byte offset) and nothing else in
+memory: ids and origins, PII matches and the like go to temporary files (spill.py), and so does everything the
+duplicate index keeps (dedup.py), so the audit finishes on data larger than memory. Rows are numbered globally in split order
 (train, validation, test): the duplicate index, the n-gram index and the findings all name rows by that number,
 and `Scan.ref` turns one back into (id, split, origin). What a row holds comes from the task (`task.sides`, `task.token_lengths`), so the pass does
 not branch on the task; the label and prompt indexes are built when the task has labels or prompts.

@@ -16,7 +16,8 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_BUFFER = 1 << 20
+_BUFFER = 1 << 20  # bytes read at a time
+_PENDING = 1 << 18  # bytes of strings gathered before a write: its bytes objects take about twice that
 
 
 class StringStore:
@@ -35,7 +36,7 @@ class StringStore:
         self._pending_bytes += len(data)
         self._size += len(data)
         self._ends.append(self._size)
-        if self._pending_bytes >= _BUFFER:
+        if self._pending_bytes >= _PENDING:
             self._flush()
 
     def extend(self, texts: Iterable[str]) -> None:
