@@ -62,12 +62,12 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 #   tunewise-malloc  glibc set to give freed activations back to the OS (hardware.return_freed_memory: fixed 1 MiB
 #                    mmap threshold, 2 arenas); not a default: each large tensor is then page-faulted afresh
 #   tunewise-pack    train.packing=true (examples packed into max_length rows, 4D block-causal mask)
-#   tunewise-nomicro train.micro_batch_tokens=null: each batch in one forward pass (the default splits it into
-#                    micro-batches of at most 1,024 tokens with accumulated gradients: same steps, same loss)
+#   tunewise-micro1024 (turns a lever ON) train.micro_batch_tokens=1024: each batch as micro-batches of at most
+#                    1,024 tokens with accumulated gradients (same steps, same loss, less activation memory)
 #   tunewise-micro512 train.micro_batch_tokens=512 (micro-batches of one 512-token row)
 ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
              "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True},
-             "tunewise-nomicro": {"micro_batch_tokens": None}, "tunewise-micro512": {"micro_batch_tokens": 512}}
+             "tunewise-micro1024": {"micro_batch_tokens": 1024}, "tunewise-micro512": {"micro_batch_tokens": 512}}
 SIDES = (*ABLATIONS, "trl")
 DEFAULT_SIDES = ("tunewise", "trl")  # fits 10 minutes on 2 quiet cores; add ablation sides with --sides
 IGNORE = -100
