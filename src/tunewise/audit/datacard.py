@@ -18,7 +18,7 @@ import tunewise
 from tunewise.artifacts.data import DataSummary
 from tunewise.artifacts.findings import CHECK_TITLES
 from tunewise.kit.identity_terms import load_families, mention_counts
-from tunewise.kit.jsonl import read_jsonl
+from tunewise.kit.jsonl import batched, read_jsonl
 from tunewise.recipe import Recipe
 from tunewise.safety.pii import KIND_WORDS
 from tunewise.tasks import task_for
@@ -88,7 +88,7 @@ def identity_mentions(recipe: Recipe, train_rows: Iterable[dict[str, Any]]) -> l
     families = load_families()
     counts: dict[str, Counter] = {fam.name: Counter() for fam in families}
     total = 0
-    for batch in _batches(train_rows):
+    for batch in batched(train_rows, 4096):
         total += len(batch)
         for name, found in mention_counts([task.sides(r).whole for r in batch], families).items():
             counts[name].update(found)
@@ -116,17 +116,6 @@ def _records(data_dir: Path, split: str) -> Iterator[dict[str, Any]]:
     for _, value in read_jsonl(Path(data_dir) / f"{split}.jsonl", what=written,
                                advice="; the file was damaged: run the data stage again"):
         yield value
-
-
-def _batches(rows: Iterable[dict[str, Any]], size: int = 4096) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def render_datacard(recipe: Recipe, data_summary: DataSummary, doc: dict[str, Any],

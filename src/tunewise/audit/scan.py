@@ -28,7 +28,7 @@ from tunewise.audit import dedup, leakage, length
 from tunewise.audit.normalize import content_chars, exact_form, key64, snippet, words
 from tunewise.audit.spill import JsonLog, StringStore
 from tunewise.errors import DataError
-from tunewise.kit.jsonl import read_jsonl
+from tunewise.kit.jsonl import batched, read_jsonl
 from tunewise.recipe import Recipe
 from tunewise.rundir import AtomicJsonlWriter
 from tunewise.safety import pii
@@ -136,15 +136,9 @@ class Scan:
 
 def read_batches(path: Path) -> Iterator[list[dict[str, Any]]]:
     """The records of one data/ split, BATCH at a time."""
-    batch: list[dict[str, Any]] = []
-    for _, row in read_jsonl(path, what="a row written by the data stage",
-                             advice="; the file was damaged: run the data stage again (`tunewise run RECIPE --force`)"):
-        batch.append(row)
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+    rows = read_jsonl(path, what="a row written by the data stage",
+                      advice="; the file was damaged: run the data stage again (`tunewise run RECIPE --force`)")
+    return batched((row for _, row in rows), BATCH)
 
 
 def read_data_summary(data_dir: Path) -> DataSummary:

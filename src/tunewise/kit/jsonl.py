@@ -9,7 +9,7 @@ error as one that is not JSON, never a UnicodeDecodeError traceback. The data st
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +46,16 @@ def read_jsonl(path: str | Path, *, error: type[TunewiseError] = DataError, what
                     continue
                 raise error(f"{path}:{number}: not {what} ({exc.msg} at column {exc.colno}){advice}") from None
             yield number, value
+
+
+def batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """`items` in lists of `size`, the last one shorter: a stream of records worked a batch at a time
+    (itertools.batched, which gives tuples, needs Python 3.12)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
