@@ -207,6 +207,7 @@ def test_a_second_process_on_the_same_stage_stops_with_a_clear_error(rd, inputs)
     """While one process writes a stage's folder, another running the same stage would delete its files first:
     it is refused, naming the stage, and the first one's result stands."""
     other = RunDir.open(rd.root)
+    other.stage_lock_patience = 0.3  # it waits this long for the first one, then gives up
     refused = []
 
     def slow(out: Path) -> str:

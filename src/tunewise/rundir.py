@@ -448,14 +448,22 @@ class RunDir:
             return self._run_locked(stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
                                     keep_existing)
 
+    stage_lock_patience = 5.0  # seconds a process waits for another one's stage to finish before it gives up
+
     def _stage_lock(self, stage: str):
-        """One process at a time writes a stage's folder: a second one stops with a clear error rather than
-        deleting files the first is writing."""
-        try:
-            return _locked(self.root / f".{stage}.lock", wait=False)
-        except BlockingIOError:
-            raise RunDirError(f"{self.stage_dir(stage)}: another tunewise process is running the {stage} stage of "
-                              f"this run right now; wait for it to finish, then run the command again") from None
+        """One process at a time writes a stage's folder: a second one waits a few seconds (quick stages such as
+        serve's record finish in that time), then stops with a clear error rather than deleting files the first
+        is writing."""
+        deadline = time.monotonic() + self.stage_lock_patience
+        while True:
+            try:
+                return _locked(self.root / f".{stage}.lock", wait=False)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RunDirError(f"{self.stage_dir(stage)}: another tunewise process is running the {stage} "
+                                      f"stage of this run right now; wait for it to finish, then run the command "
+                                      f"again") from None
+                time.sleep(0.1)
 
     def _run_locked(self, stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
                     keep_existing) -> StageOutcome:
