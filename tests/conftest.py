@@ -36,6 +36,23 @@ FAST: dict[str, dict] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def threads_given_back(monkeypatch):
+    """A stage run in this process (train, evaluate) sets its torch thread count and OMP_NUM_THREADS /
+    MKL_NUM_THREADS; each test gives them back, or every later CLI subprocess would inherit them and compute fp32
+    sums in another order (a rerun would then not reproduce a run made earlier in the suite)."""
+    import torch
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        was = os.environ.get(name)
+        monkeypatch.setenv(name, was or "")  # recorded, so the teardown restores it (or its absence)
+        if was is None:
+            monkeypatch.delenv(name)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------- the CLI as a subprocess
 
 

@@ -449,16 +449,22 @@ def test_micro_batches_split_a_batch_into_equal_parts_within_the_token_budget():
     assert micro_batches(4, 2048, 1024) == 4  # over budget even at one row: one row each
 
 
-def test_micro_batching_trains_the_same_adapter_as_the_whole_batch(tiny_translation, tmp_path):
+def test_micro_batching_trains_the_same_adapter_as_the_whole_batch(tiny_translation, tmp_path, monkeypatch):
     """train.micro_batch_tokens splits each batch and accumulates the gradients: the same examples make each
     optimizer step and the loss is normalised over the whole batch's trained tokens, so the adapter equals the
     unsplit one (fp32, random order: the sampler's order does not depend on the micro-batch size)."""
+    monkeypatch.setenv("TUNEWISE_THREADS", "1")
+    adapters, summaries = {}, {}
+    _train_whole_and_split(tiny_translation, tmp_path, adapters, summaries)
+    compare_micro_batched(adapters, summaries)
+
+
+def _train_whole_and_split(tiny_translation, tmp_path, adapters, summaries):
     from safetensors.torch import load_file
 
     from tunewise.pipeline import open_run, run_stage
     from tunewise.stages import RunOptions
 
-    adapters, summaries = {}, {}
     for budget in (None, 192):  # 8 rows x 96 tokens: whole, or 4 micro-batches of 2 rows
         rd = open_run(tiny_translation, [f"train.micro_batch_tokens={'null' if budget is None else budget}",
                                          "train.group_by_length=false", "data.train.max_rows=16",
@@ -467,6 +473,9 @@ def test_micro_batching_trains_the_same_adapter_as_the_whole_batch(tiny_translat
         run_stage(rd, "train", RunOptions())
         adapters[budget] = load_file(rd.stage_dir("train") / "adapter_model.safetensors")
         summaries[budget] = json.loads((rd.stage_dir("train") / "train_summary.json").read_text())
+
+
+def compare_micro_batched(adapters, summaries):
     assert summaries[192]["micro_batches"] == 4 and summaries[None]["micro_batches"] == 1
     assert summaries[192]["global_steps"] == summaries[None]["global_steps"] == 2
     assert summaries[192]["trained_tokens"] == summaries[None]["trained_tokens"]
