@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from _docs import replace_block  # bench/_docs.py, beside this script
-from classification import child_hf_trainer, load_dataset_rows, write_jsonl
+from classification import child_hf_trainer, child_tunewise, load_dataset_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 # name: recipe overrides turned back from tunewise's defaults (one lever, or two together)
@@ -46,29 +46,6 @@ CELLS: dict[str, dict] = {
 }
 
 
-def child_tunewise(work: Path, cfg: dict, overrides: dict) -> dict:
-    import tunewise
-    from tunewise.recipe import validate_recipe
-
-    train = {"epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"], **overrides.get("train", {})}
-    recipe = validate_recipe({
-        "name": f"ablation-{cfg['cell']}", "seed": cfg["seed"], "output_dir": str(work / "runs"),
-        "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"), "validation_fraction": 0.0},
-        "model": {"base": "minilm", "max_length": 128}, "train": train,
-        "evaluate": {"baselines": [], "bootstrap_samples": 200}, "audit": {"enabled": False},
-        "probes": {"enabled": False},
-    })
-    root = tunewise.run(recipe, echo=lambda s: None)
-    summary = json.loads((root / "model" / "train_summary.json").read_text())
-    preds = [json.loads(x) for x in (root / "eval" / "predictions.jsonl").read_text().splitlines()]
-    labels = json.loads((root / "data" / "labels.json").read_text())["labels"]
-    l2i = {lab: i for i, lab in enumerate(labels)}
-    return {"train_seconds": summary["train_seconds"] - summary["eval_seconds_during_training"],
-            "examples": summary["train_examples"] * cfg["epochs"], "precision": summary["precision"],
-            "y_true": [l2i[p["label"]] for p in preds], "y_pred": [l2i[p["pred"]] for p in preds],
-            "n_classes": len(labels)}
-
-
 def child_main(work: str, cfg_json: str) -> None:
     work_path, cfg = Path(work), json.loads(cfg_json)
     overrides = CELLS[cfg["cell"]]
@@ -76,7 +53,8 @@ def child_main(work: str, cfg_json: str) -> None:
         result = child_hf_trainer("careful", work_path, {**cfg, "run_glue_steps": 0})
         result["precision"] = "fp32"
     else:
-        result = child_tunewise(work_path, cfg, overrides)
+        result = child_tunewise(work_path, cfg, name=f"ablation-{cfg['cell']}", train=overrides.get("train"),
+                                evaluate={"bootstrap_samples": 200}, probes={"enabled": False})
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (work_path / "result.json").write_text(json.dumps(result))
 

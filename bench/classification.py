@@ -113,19 +113,23 @@ def child_hf_trainer(system: str, work: Path, cfg: dict) -> dict:
             "y_true": out.label_ids.tolist(), "y_pred": out.predictions.argmax(-1).tolist(), "n_classes": len(labels)}
 
 
-def child_tunewise(work: Path, cfg: dict) -> dict:
+def child_tunewise(work: Path, cfg: dict, *, name: str = "bench", train: dict | None = None,
+                   evaluate: dict | None = None, **sections: dict) -> dict:
+    """`tunewise.run` on work/{train,test}.jsonl; `train`, `evaluate` and `sections` add to or override the
+    recipe (bench/ablation.py turns defaults back this way). Returns timing and the test predictions."""
     import tunewise
     from tunewise.recipe import validate_recipe
 
     recipe = validate_recipe({
-        "name": "bench", "seed": cfg["seed"], "output_dir": str(work / "runs"),
+        "name": name, "seed": cfg["seed"], "output_dir": str(work / "runs"),
         "data": {"train": str(work / "train.jsonl"), "test": str(work / "test.jsonl"), "validation_fraction": 0.0},
         "model": {"base": "minilm", "max_length": 128},
-        "train": {"epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"]},
-        "evaluate": {"baselines": [], "bootstrap_samples": 1000},
+        "train": {"epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"], **(train or {})},
+        "evaluate": {"baselines": [], "bootstrap_samples": 1000, **(evaluate or {})},
         # the plain-Trainer systems do not audit, and banking77's test split holds exact copies of train rows
         # (which the audit blocks); the audit has its own benchmark, bench/audit.py
         "audit": {"enabled": False},
+        **sections,
     })
     root = tunewise.run(recipe, echo=lambda s: None)
     summary = json.loads((root / "model" / "train_summary.json").read_text())
