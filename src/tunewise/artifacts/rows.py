@@ -93,13 +93,16 @@ def _records(path: Path, record: type, what: str) -> Iterator[Any]:
             raise DataError(f"{path}:{number}: not {written} ({exc}){damaged}") from None
 
 
-def sample_split(folder: Path, split: str, cap: int | None, rng, *, kind: str) -> tuple[list[Any], int]:
+def sample_split(folder: Path, split: str, cap: int | None, rng, *, kind: str,
+                 n: int | None = None) -> tuple[list[Any], int]:
     """(rows, rows in the split): at most `cap` records of the split, held in memory, the rest only read past.
     Beyond `cap`, the records at `sorted(rng.choice(n, cap, replace=False))` in file order: exactly what that
     choice over the whole list gave, read in two passes (count the lines, then keep the chosen) so that the
     sample is all that is held (plus the choice's index array, 8 bytes a row when cap > n/50). Up to `cap` (or
-    cap None): every record in order, and `rng` (a numpy Generator) is not drawn from."""
-    n = count_split(folder, split)
+    cap None): every record in order, and `rng` (a numpy Generator) is not drawn from. `n`: the split's
+    count_split, when the caller has it already (the first pass is then skipped)."""
+    if n is None:
+        n = count_split(folder, split)
     if cap is None or n <= cap:
         return list(iter_split(folder, split, kind=kind)), n
     import numpy as np

@@ -67,7 +67,7 @@ def classifier_probes(recipe: Recipe, task, n_test: int, data_dir: Path, model_d
     # a seeded random sample of probes.max_texts rows in test order (test files are often sorted by label, so
     # not the first rows); all rows when max_texts is null or not smaller
     rows, _ = sample_split(data_dir, "test", cfg.max_texts, np.random.default_rng(recipe.seed),
-                           kind=task.record_kind)
+                           kind=task.record_kind, n=n_test)
     texts = [r.text for r in rows]
     y = np.array([labels.index(r.label) for r in rows])
     families = load_families(cfg.families)
