@@ -445,8 +445,30 @@ class RunDir:
             return StageOutcome(stage, False, 0.0, f"{stage}: inputs unchanged since {rec['finished']}; nothing to do")
 
         with self._stage_lock(stage):
-            return self._run_locked(stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
-                                    keep_existing)
+            if folder.exists() and not keep_existing:
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.manifest["stages"][stage] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              "inputs_key": inputs_key, "external_inputs": ext,
+                                              "upstream": upstream_outputs}
+            self.save_manifest()
+            t0 = time.perf_counter()
+            try:
+                message = fn(folder) or f"{stage}: done"
+            except DiskFullError:
+                raise
+            except Exception as exc:  # a full disk inside a library's own writer (torch.save, safetensors, plots)
+                if is_disk_full(exc, folder):
+                    raise self._disk_full_in(stage, folder) from None
+                raise
+            seconds = time.perf_counter() - t0
+            outputs = hash_tree(folder, self.root, skip=declared.is_state)  # live state is not evidence
+            for rel in extra_outputs:
+                outputs[rel] = sha256_file(self.root / rel)
+            self.manifest["stages"][stage].update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                  seconds=round(seconds, 2), outputs=outputs)
+            self.save_manifest()
+            return StageOutcome(stage, True, seconds, message)
 
     stage_lock_patience = 5.0  # seconds a process waits for another one's stage to finish before it gives up
 
@@ -464,33 +486,6 @@ class RunDir:
                                       f"stage of this run right now; wait for it to finish, then run the command "
                                       f"again") from None
                 time.sleep(0.1)
-
-    def _run_locked(self, stage, fn, folder, inputs_key, ext, upstream_outputs, declared, extra_outputs,
-                    keep_existing) -> StageOutcome:
-        if folder.exists() and not keep_existing:
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.manifest["stages"][stage] = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                          "inputs_key": inputs_key, "external_inputs": ext,
-                                          "upstream": upstream_outputs}
-        self.save_manifest()
-        t0 = time.perf_counter()
-        try:
-            message = fn(folder) or f"{stage}: done"
-        except DiskFullError:
-            raise
-        except Exception as exc:  # a full disk inside a library's own writer (torch.save, safetensors, plots)
-            if is_disk_full(exc, folder):
-                raise self._disk_full_in(stage, folder) from None
-            raise
-        seconds = time.perf_counter() - t0
-        outputs = hash_tree(folder, self.root, skip=declared.is_state)  # live state is not evidence
-        for rel in extra_outputs:
-            outputs[rel] = sha256_file(self.root / rel)
-        self.manifest["stages"][stage].update(status="done", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                              seconds=round(seconds, 2), outputs=outputs)
-        self.save_manifest()
-        return StageOutcome(stage, True, seconds, message)
 
     def _disk_full_in(self, stage: str, folder: Path) -> DiskFullError:
         """The error for a stage whose writer ran out of disk: names the file it was writing (the newest one in
@@ -583,17 +578,18 @@ def _merge(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -
     made (no `base`) replaces the file: it starts the run afresh."""
     if not base:
         return copy.deepcopy(ours)
-    def pick(key: str, mine: dict, old: dict, disk: dict) -> Any:
-        changed = mine.get(key, _GONE) != old.get(key, _GONE)
-        return mine.get(key, _GONE) if changed or key not in disk else disk[key]
+    merged = _merge_keys(base, ours, theirs)
+    if "stages" in merged:
+        merged["stages"] = _merge_keys(base.get("stages", {}), ours.get("stages", {}), theirs.get("stages", {}))
+    return merged
 
+
+def _merge_keys(base: dict[str, Any], ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
+    """Key by key: one this process changed (or removed) since `base` takes its value, any other the file's."""
     merged: dict[str, Any] = {}
     for key in [*theirs, *(k for k in ours if k not in theirs)]:
-        value = pick(key, ours, base, theirs) if key != "stages" else None
-        if key == "stages":
-            mine, old, disk = ours.get("stages", {}), base.get("stages", {}), theirs.get("stages", {})
-            records = {name: pick(name, mine, old, disk) for name in [*disk, *(n for n in mine if n not in disk)]}
-            value = {name: rec for name, rec in records.items() if rec is not _GONE}
+        mine = ours.get(key, _GONE)
+        value = mine if mine != base.get(key, _GONE) or key not in theirs else theirs[key]
         if value is not _GONE:
             merged[key] = value
     return merged
