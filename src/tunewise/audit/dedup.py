@@ -206,7 +206,7 @@ class DuplicateIndex:
         csr = {name: (spill.offsets(name), spill.set_data(name)) for name in spill.set_names()}
         word_ptr = csr["word"][0] if "word" in csr else spill.new("zero", np.int64, n + 1)
         rep = spill.new("rep", np.int64, n)
-        for rows, part_keys in _partitions(keys, np.empty(0, dtype=bool), n):
+        for rows, part_keys in _partitions(keys, n):
             # the rows of one key partition hold every row of their keys: each exact form's first row is here
             order = np.argsort(part_keys, kind="stable")
             rows, part_keys = rows[order], part_keys[order]
@@ -251,9 +251,9 @@ _PAIR_ROWS = 1 << 14  # rows per range of first pair members: each range's pairs
 _PAIR_BYTES = 1 << 20  # raw pair codes (8 bytes each) made unique at once; a larger range is split further
 
 
-def _partitions(keys: np.ndarray, select, n: int):
+def _partitions(keys: np.ndarray, n: int, select: np.ndarray | None = None):
     """(rows, keys) of each hash partition of `keys` (a per-row file): rows whose key's top bits are p, in row
-    order, one partition at a time. `select`: a per-row bool file of the rows to take, or an empty array for all.
+    order, one partition at a time. `select`: a per-row bool file of the rows to take (None: all).
     Keys are hashes, so the top bits split them evenly; a partition holds every row of each of its keys."""
     bits = (max(1, -(-n // _PART_ROWS)) - 1).bit_length()  # 2**bits partitions of at most ~_PART_ROWS keys
     for p in range(1 << bits):
@@ -261,7 +261,7 @@ def _partitions(keys: np.ndarray, select, n: int):
         for lo in range(0, n, _CHUNK):
             chunk = np.asarray(keys[lo:lo + _CHUNK])
             take = (chunk >> np.uint64(64 - bits)) == p if bits else np.ones(len(chunk), dtype=bool)
-            if len(select):
+            if select is not None:
                 take &= np.asarray(select[lo:lo + _CHUNK])
             where = np.flatnonzero(take)
             rows.append(where + lo)
@@ -279,7 +279,7 @@ def _candidate_pairs(spill: "_Spill", nodes, n: int, bands: int, max_distance: i
     files = [open(spill.folder / f"pairs{r}.u64", "wb") for r in range(ranges)]
     with_keys = spill.band_columns()
     for j in range(bands):
-        for rows, part_keys in _partitions(with_keys[j], nodes, n):
+        for rows, part_keys in _partitions(with_keys[j], n, select=nodes):
             codes = minhash.bucket_pairs(part_keys, rows, max_distance)
             if not len(codes):
                 continue
