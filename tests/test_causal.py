@@ -227,6 +227,55 @@ def _write(path: Path, data: dict) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- greedy decoding for evaluation
+
+
+def _left_padded(tok, prompts: list[str]):
+    ids = [tok(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False),
+               add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(map(len, ids))
+    batch = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(batch)
+    for r, row in enumerate(ids):
+        batch[r, width - len(row):], mask[r, width - len(row):] = torch.tensor(row), 1
+    return batch, mask
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_greedy_batch_gives_generates_tokens_with_finished_rows_dropped(tok, model, dtype):
+    """The evaluation decoder against `model.generate(do_sample=False)` on the same left-padded batches: the same
+    ids in fp32 and bf16, for rows that end early (so the batch shrinks mid-way), rows that run to the limit, and a
+    batch with no padding (generate drops the mask there)."""
+    from tunewise.tasks.causal import cut_at_eos
+    from tunewise.tasks.decoding import greedy_batch, plain_greedy
+
+    dialogue = (DATA / "dialogsum" / "dialogsum.test.jsonl").read_text().splitlines()[0]
+    prompts = ["Reply with only yes or no: is fire hot?", "What is 2+2? Reply with the number only.",
+               "Summarize the dialogue.\n\n" + json.loads(dialogue)["dialogue"], "Say hello."]
+    lm = model.to(dtype)
+    new, penalty = 16, lm.generation_config.repetition_penalty
+    try:
+        assert plain_greedy(lm)
+        ended_early = reached_limit = 0
+        for batch_prompts in (prompts, [prompts[3], prompts[3]]):
+            ids, mask = _left_padded(tok, batch_prompts)
+            ours = greedy_batch(lm, ids, mask, max_new_tokens=new, eos_token_id=tok.eos_token_id)
+            with torch.inference_mode():
+                out = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, do_sample=False,
+                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, temperature=None,
+                                  top_p=None, top_k=None)
+            theirs = cut_at_eos(out[:, ids.shape[1]:].tolist(), tok.eos_token_id)
+            assert ours == theirs
+            ended_early += sum(len(r) < new for r in ours)
+            reached_limit += sum(len(r) == new for r in ours)
+        assert ended_early and reached_limit, (ended_early, reached_limit)
+        lm.generation_config.repetition_penalty = 1.3  # a logits processor: evaluation must go through generate
+        assert not plain_greedy(lm)
+    finally:
+        lm.generation_config.repetition_penalty = penalty
+        model.to(torch.float32)
+
+
 # ---------------------------------------------------------------- bad input
 
 

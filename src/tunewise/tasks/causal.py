@@ -521,12 +521,20 @@ def prompt_ids(tok, example: Example, max_prompt: int) -> list[int]:
     return ids[-max_prompt:]
 
 
+def cut_at_eos(sequences: list[list[int]], eos_token_id: int) -> list[list[int]]:
+    """`generate`'s new tokens per row up to the first EOS (rows that ended early are padded after it)."""
+    return [gen[:gen.index(eos_token_id)] if eos_token_id in gen else gen for gen in sequences]
+
+
 @torch.inference_mode()
 def generate(model, tok, examples: list[Example], *, recipe: Recipe, placement: Placement,
-             desc: str = "generating") -> tuple[list[str], dict[str, float]]:
+             desc: str = "generating", force_generate: bool = False) -> tuple[list[str], dict[str, float]]:
     """Batched generation with left padding and the KV cache, longest prompts first; outputs in input order.
-    Decoding settings come from the recipe's `evaluate` section."""
+    Decoding settings come from the recipe's `evaluate` section. Greedy search runs in `decoding.greedy_batch`
+    (the same tokens as `model.generate`, which `force_generate` uses instead, for comparisons)."""
     from tqdm.auto import tqdm
+
+    from tunewise.tasks.decoding import greedy_batch, plain_greedy
 
     cfg = recipe.evaluate
     max_prompt = max(recipe.model.max_length - cfg.max_new_tokens, 16)
@@ -542,6 +550,8 @@ def generate(model, tok, examples: list[Example], *, recipe: Recipe, placement: 
         torch.manual_seed(recipe.seed)
     else:
         kwargs.update(temperature=None, top_p=None, top_k=None)
+    # plain greedy search runs in tunewise's own loop, which gives generate's tokens with less work
+    greedy = not cfg.do_sample and not force_generate and plain_greedy(model)
     bar = tqdm(total=len(prompts), desc=desc, unit="ex", leave=False)
     for s in range(0, len(order), cfg.generation_batch_size):
         idx = order[s:s + cfg.generation_batch_size]
@@ -551,13 +561,14 @@ def generate(model, tok, examples: list[Example], *, recipe: Recipe, placement: 
         for row, i in enumerate(idx):  # left padding: every prompt ends where generation starts
             ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]):] = 1
-        out = model.generate(input_ids=ids.to(placement.device), attention_mask=mask.to(placement.device),
-                             **kwargs)
+        ids, mask = ids.to(placement.device), mask.to(placement.device)
+        if greedy:
+            rows = greedy_batch(model, ids, mask, max_new_tokens=cfg.max_new_tokens, eos_token_id=tok.eos_token_id)
+        else:
+            rows = cut_at_eos(model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, width:].tolist(),
+                              tok.eos_token_id)
         for row, i in enumerate(idx):
-            gen = out[row, width:].tolist()
-            if tok.eos_token_id in gen:
-                gen = gen[:gen.index(tok.eos_token_id)]
-            gen = [t for t in gen if t != tok.pad_token_id]
+            gen = [t for t in rows[row] if t != tok.pad_token_id]
             new_tokens += len(gen)
             outputs[i] = tok.decode(gen, skip_special_tokens=True).strip()
         bar.update(len(idx))
