@@ -59,6 +59,8 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 # tunewise at its defaults, and one lever at a time turned back (rows of the ablation):
 #   tunewise-ckpt    train.gradient_checkpointing=true
 #   tunewise-fp32w   the frozen base weights kept fp32 under bf16 autocast (cast to bf16 at every matmul)
+#   tunewise-fp32stream  only the frozen Linear weights in bf16, embeddings/norms/residual stream fp32, peft casting
+#                    each adapter input to fp32 (the default until 2026-12-01)
 #   tunewise-malloc  glibc set to give freed activations back to the OS (hardware.return_freed_memory: fixed 1 MiB
 #                    mmap threshold, 2 arenas); not a default: each large tensor is then page-faulted afresh
 #   tunewise-pack    train.packing=true (examples packed into max_length rows, 4D block-causal mask)
@@ -66,6 +68,7 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 #                    1,024 tokens with accumulated gradients (same steps, same loss, less activation memory)
 #   tunewise-micro512 train.micro_batch_tokens=512 (micro-batches of one 512-token row)
 ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
+             "tunewise-fp32stream": {"fp32_stream": True},
              "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True},
              "tunewise-micro1024": {"micro_batch_tokens": 1024}, "tunewise-micro512": {"micro_batch_tokens": 512}}
 SIDES = (*ABLATIONS, "trl")
@@ -149,6 +152,18 @@ def steps_per_epoch(rows: int, batch_size: int) -> int:
 # ---------------------------------------------------------------- the children
 
 
+def store_linears_only(model) -> int:
+    """The frozen-weight setting before 2026-12-01: Linear weights bf16; embeddings, norms and the residual stream
+    fp32 (autocast casts each norm output for every linear that reads it)."""
+    import torch
+
+    tied = model.get_input_embeddings().weight
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight is not tied]
+    for module in linears:
+        module.to(torch.bfloat16)
+    return sum(m.weight.numel() for m in linears)
+
+
 def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
     import yaml
 
@@ -159,8 +174,9 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
     lever = ABLATIONS[side]
     checkpointing = lever.get("checkpointing", False)
     packing = lever.get("packing", cfg["packing"])
-    if lever.get("fp32_frozen"):  # the one place the stage casts the frozen weights
-        train_causal.store_frozen_linears_in_bf16 = lambda model: 0
+    if lever.get("fp32_frozen") or lever.get("fp32_stream"):  # the stage's two bf16 levers, turned back
+        train_causal.hold_frozen_base_in_bf16 = store_linears_only if lever.get("fp32_stream") else (lambda model: 0)
+        train_causal.lora_inputs_in_compute_dtype = lambda model: None
     allocator = None
     if lever.get("release_memory"):  # process-wide, before the model and the first activations are allocated
         from tunewise.hardware import return_freed_memory
@@ -198,7 +214,8 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
             "epochs_run": s["epochs_run"], "parameters": s["parameters"],
             "trainable_parameters": s["trainable_parameters"],
             "settings": {"precision": f"{s['precision']} autocast" if s["precision"] == "bf16" else s["precision"],
-                         "weights": "float32" if lever.get("fp32_frozen") else s["base_weights_dtype"],
+                         "weights": ("float32" if lever.get("fp32_frozen") else "bfloat16 linears, rest float32"
+                                     if lever.get("fp32_stream") else s["base_weights_dtype"]),
                          "gradient_checkpointing": checkpointing, "allocator": allocator or "glibc default",
                          "micro_batches": s.get("micro_batches", 1),
                          "packing": s["packing"],

@@ -119,8 +119,9 @@ class CausalTrainSummary(TrainSummary):
     finetune: Literal["full", "lora"] = Field(description="Same as method (kept for older readers).")
     lora: LoraSettings | None = Field(description="The adapter settings; null for full fine-tuning.")
     base_weights_dtype: Literal["float32", "bfloat16"] = Field(
-        description="How the frozen Linear weights were held in training: bfloat16 for LoRA where bf16 pays "
-                    "(embeddings, norms and a tied output layer stay float32), else float32.")
+        description="How the frozen base model was held in training: bfloat16 for LoRA where bf16 pays (the "
+                    "whole base, so the residual stream is bfloat16; the adapters stay float32), else float32. "
+                    "Summaries written before 2026-12-01 meant the Linear weights only.")
     packing: bool = Field(description="train.packing: examples packed into rows of model.max_length.")
     gradient_checkpointing: bool = Field(description="train.gradient_checkpointing.")
     micro_batches: int | None = omitted("Each batch ran as this many micro-batches with accumulated gradients "
