@@ -109,7 +109,7 @@ def paired_over_seeds(cell: dict[int, dict], ref: dict[int, dict], seed: int = 0
     return out
 
 
-def report(results: list[dict], reference: str, cells: list[str]) -> str:
+def report(results: list[dict], reference: str, cells: list[str], speed_valid: bool = True) -> str:
     by_cell: dict[str, dict[int, dict]] = {}
     for r in results:
         by_cell.setdefault(r["cell"], {})[r["seed"]] = r
@@ -122,7 +122,8 @@ def report(results: list[dict], reference: str, cells: list[str]) -> str:
             continue
         acc = np.array([accuracy(r) for r in runs.values()]) * 100
         f1 = np.array([macro_f1(r) for r in runs.values()]) * 100
-        speed = np.mean([r["examples"] / r["train_seconds"] for r in runs.values()])
+        speed = (f"{np.mean([r['examples'] / r['train_seconds'] for r in runs.values()]):.1f}" if speed_valid
+                 else "not valid (shared machine)")
         sd = lambda a: f" ± {a.std(ddof=1):.2f}" if len(a) > 1 else ""  # noqa: E731
         what = "plain HF Trainer, fp32, random order" if CELLS[name] is None else (
             ", ".join(f"{k}={v}" for section in CELLS[name].values() for k, v in section.items()) or "—")
@@ -132,7 +133,7 @@ def report(results: list[dict], reference: str, cells: list[str]) -> str:
             t = f", t [{100 * d['t_low']:+.2f}, {100 * d['t_high']:+.2f}]" if "t_low" in d else ""
             cmp = f"{100 * d['mean']:+.2f}{t}, boot [{100 * d['boot_low']:+.2f}, {100 * d['boot_high']:+.2f}]"
         lines.append(f"| {name} | {what} | {len(acc)} | {acc.mean():.2f}{sd(acc)} "
-                     f"({', '.join(f'{a:.2f}' for a in acc)}) | {f1.mean():.2f}{sd(f1)} | {speed:.1f} | {cmp} |")
+                     f"({', '.join(f'{a:.2f}' for a in acc)}) | {f1.mean():.2f}{sd(f1)} | {speed} | {cmp} |")
     return "\n".join(lines)
 
 
@@ -149,6 +150,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--quick", action="store_true", help="tiny slices and 1 epoch: checks the script, not the numbers")
     ap.add_argument("--results", default=None, help="JSONL of finished (cell, seed) runs; default under bench/results/")
+    ap.add_argument("--shared-machine", action="store_true",
+                    help="other work ran beside the ablation: report accuracy only (its ex/s would mislead)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update ('' to skip)")
     args = ap.parse_args()
 
@@ -190,7 +193,7 @@ def main() -> None:
     from tunewise.hardware import cpu_facts
 
     cpu = cpu_facts()
-    table = report(done, args.reference, cells)
+    table = report(done, args.reference, cells, speed_valid=not args.shared_machine)
     command = "python bench/ablation.py " + " ".join(sys.argv[1:])
     text = (f"Reproduce: `{command}` ({time.strftime('%Y-%m-%d')}; {args.dataset}, {len(train):,} train and "
             f"{len(test):,} test rows, {epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; CPU "
