@@ -23,7 +23,8 @@ _PROCESSOR_FIELDS = ("repetition_penalty", "no_repeat_ngram_size", "bad_words_id
                      "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens",
                      "sequence_bias", "encoder_repetition_penalty", "exponential_decay_length_penalty",
                      "renormalize_logits", "stop_strings", "max_time", "num_beams", "penalty_alpha",
-                     "guidance_scale", "watermarking_config", "epsilon_cutoff", "eta_cutoff", "typical_p", "min_p")
+                     "guidance_scale", "watermarking_config", "epsilon_cutoff", "eta_cutoff", "typical_p", "min_p",
+                     "num_return_sequences")
 
 
 def plain_greedy(model) -> bool:
