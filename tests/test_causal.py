@@ -546,18 +546,13 @@ def test_micro_batching_trains_the_same_adapter_as_the_whole_batch(tiny_translat
     """train.micro_batch_tokens splits each batch and accumulates the gradients: the same examples make each
     optimizer step and the loss is normalised over the whole batch's trained tokens, so the adapter equals the
     unsplit one (fp32, random order: the sampler's order does not depend on the micro-batch size)."""
-    monkeypatch.setenv("TUNEWISE_THREADS", "1")
-    adapters, summaries = {}, {}
-    _train_whole_and_split(tiny_translation, tmp_path, adapters, summaries)
-    compare_micro_batched(adapters, summaries)
-
-
-def _train_whole_and_split(tiny_translation, tmp_path, adapters, summaries):
     from safetensors.torch import load_file
 
     from tunewise.pipeline import open_run, run_stage
     from tunewise.stages import RunOptions
 
+    monkeypatch.setenv("TUNEWISE_THREADS", "1")
+    adapters, summaries = {}, {}
     for budget in (None, 192):  # 8 rows x 96 tokens: whole, or 4 micro-batches of 2 rows
         rd = open_run(tiny_translation, [f"train.micro_batch_tokens={'null' if budget is None else budget}",
                                          "train.group_by_length=false", "data.train.max_rows=16",
@@ -566,9 +561,6 @@ def _train_whole_and_split(tiny_translation, tmp_path, adapters, summaries):
         run_stage(rd, "train", RunOptions())
         adapters[budget] = load_file(rd.stage_dir("train") / "adapter_model.safetensors")
         summaries[budget] = json.loads((rd.stage_dir("train") / "train_summary.json").read_text())
-
-
-def compare_micro_batched(adapters, summaries):
     assert summaries[192]["micro_batches"] == 4 and summaries[None]["micro_batches"] == 1
     assert summaries[192]["global_steps"] == summaries[None]["global_steps"] == 2
     assert summaries[192]["trained_tokens"] == summaries[None]["trained_tokens"]
@@ -581,7 +573,7 @@ def compare_micro_batched(adapters, summaries):
     assert diff / size < 1e-6
 
 
-def test_bf16_lora_stage_trains_fp32_adapters_on_a_bf16_base(tiny_translation, tmp_path, monkeypatch):
+def test_bf16_lora_stage_trains_fp32_adapters_on_a_bf16_base(tiny_translation, tmp_path, monkeypatch, jsonl):
     """The train stage at precision bf16 (what `auto` picks on AMX CPUs and bf16 GPUs): the summary says the base
     was held in bf16, the saved adapter is fp32, and training moved it (its B matrices start at zero)."""
     from safetensors.torch import load_file
@@ -599,6 +591,5 @@ def test_bf16_lora_stage_trains_fp32_adapters_on_a_bf16_base(tiny_translation, t
     adapter = load_file(rd.stage_dir("train") / "adapter_model.safetensors")
     assert adapter and all(t.dtype == torch.float32 for t in adapter.values())
     assert any(float(t.abs().sum()) > 0 for k, t in adapter.items() if "lora_B" in k)
-    losses = [e["loss"] for e in json.loads("[" + ",".join(
-        (rd.stage_dir("train") / "train_log.jsonl").read_text().splitlines()) + "]") if "loss" in e]
+    losses = [e["loss"] for e in jsonl(rd.stage_dir("train") / "train_log.jsonl") if "loss" in e]
     assert losses and all(math.isfinite(x) for x in losses)
