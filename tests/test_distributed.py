@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from tunewise.errors import TunewiseError
-from tunewise.hardware import ThreadPlan, World, cpu_quota, plan_threads, refuse_silent_single_process
+from tunewise.hardware import ThreadPlan, World, cpu_quota, find_allocator, plan_threads, refuse_silent_single_process
 from tunewise.recipe import load_recipe
 from tunewise.train.distributed import ParallelConfigError, check_parallel_config
 
@@ -90,6 +90,8 @@ def test_two_cpu_processes_really_train_together(two_process_run):
     assert hardware["world_size"] == 2 and hardware["processes_per_node"] == 2
     assert hardware["strategy"] == "ddp" and hardware["backend"] == "gloo"
     assert hardware["threads_per_process"] >= 1 and hardware["threads_reason"]
+    # the command relaunched on tcmalloc where it is installed, and its training processes inherited it
+    assert hardware["allocator"] == (find_allocator() or ("glibc",))[0]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["train"]["world_size"] == 2
     assert manifest["stages"]["train"]["hardware"]["world_size"] == 2

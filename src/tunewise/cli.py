@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions
 
 from tunewise.errors import TunewiseError
+from tunewise.hardware import relaunch_on_fast_allocator
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Supervised fine-tuning with evidence: data -> audit -> train -> evaluate -> card, in one run directory.")
@@ -165,6 +166,7 @@ def recipe_reference() -> None:
 def main() -> None:
     interrupted = "interrupted; rerun with --resume to continue training from the last checkpoint"
     try:
+        relaunch_on_fast_allocator()  # before torch allocates anything: tcmalloc trains faster in less memory
         rc = app(standalone_mode=False)
     except TunewiseError as exc:
         typer.echo(f"error: {exc}", err=True)

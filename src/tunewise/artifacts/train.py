@@ -37,6 +37,7 @@ class TrainingHardware(Strict):
     gpu: str | None = Field(description="The GPU name (rank 0's); null on CPU.")
     attention: str | None = Field(description="The attention implementation the model ran (sdpa, eager, flash_attention_2).")
     liger: bool = Field(description="Liger fused kernels were applied (train.liger).")
+    allocator: str | None = Field(default=None, description="The malloc training ran on: tcmalloc or jemalloc (the `tunewise` command preloads one when it is installed; TUNEWISE_ALLOCATOR), else the C library's (glibc). Null in runs made before it was recorded.")
 
 
 class TrainSummary(Artifact):

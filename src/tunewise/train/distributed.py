@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tunewise.errors import RecipeError, TunewiseError
-from tunewise.hardware import Placement, ThreadPlan, World, cpu_facts
+from tunewise.hardware import Placement, ThreadPlan, World, allocator_in_use, cpu_facts
 from tunewise.recipe import Recipe
 
 
@@ -153,7 +153,7 @@ def hardware_record(recipe: Recipe, placement: Placement, world: World, threads:
             "backend": backend(recipe, placement.device) if world.size > 1 else None,
             "threads_per_process": threads.threads, "threads_reason": threads.reason,
             "cpu_model": cpu["model"], "cpu_isa": cpu["isa"], "cpu_quota": cpu["cpu_quota"], "gpu": gpu,
-            "attention": attention, "liger": recipe.train.liger}
+            "attention": attention, "liger": recipe.train.liger, "allocator": allocator_in_use()}
 
 
 # ---------------------------------------------------------------- rank-0-only writes inside the Trainer
