@@ -2,6 +2,7 @@
 
     python bench/causal_sft.py                                          # tunewise vs TRL (~9 min on 2 idle cores, estimated)
     python bench/causal_sft.py --sides tunewise-fp32w,tunewise-malloc,tunewise-pack,tunewise-ckpt --docs ''  # lever rows
+    python bench/causal_sft.py --sides tunewise,tunewise-glibc,tunewise-jemalloc,trl,trl-tcmalloc --docs ''  # allocators
     python bench/causal_sft.py --train-rows 16 --eval-rows 8 --max-steps 4 --docs ''   # checks the script itself
 
 Same model (`smollm2`), same rows, prompt ("Summarize the dialogue.\\n\\n{dialogue}" as the user turn of SmolLM2's chat
@@ -9,11 +10,13 @@ template, the summary as the assistant turn), same max_length, batch size, learn
 dropout, all-linear targets) and thread count for both sides. Everything else is each side's own default:
   tunewise  the real train stage (`tunewise.pipeline.open_run` + `run_stage(rd, "train")`) on a recipe with only
             those settings: precision auto (bf16 autocast on AMX CPUs, LoRA's frozen linears stored in bf16),
-            length-grouped dynamic batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length.
+            length-grouped dynamic batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length;
+            started on tcmalloc (or jemalloc) where one is installed, as the `tunewise` command starts itself.
   trl       `SFTTrainer(model=<path>, args=SFTConfig(...), peft_config=LoraConfig(...))` on a conversational
             prompt/completion dataset, so TRL's own default completion-only loss applies. The defaults it brings
             (fp32 weights, bf16 autocast, gradient checkpointing, fused/chunked LM-head loss, no packing, keep-start
-            truncation, no warm-up, no weight decay) are read back from its config and written to the JSON.
+            truncation, no warm-up, no weight decay) are read back from its config and written to the JSON; glibc's
+            malloc (`trl-tcmalloc`: the same on tcmalloc, for comparison).
 
 Each side trains in its own subprocess, so peak RSS (the process's own maximum resident set, model loading and data
 preparation included) is its own. Then one more subprocess scores both adapters, and the untrained base, with one
@@ -63,15 +66,22 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 #                    each adapter input to fp32 (the default until 2026-12-01)
 #   tunewise-malloc  glibc set to give freed activations back to the OS (hardware.return_freed_memory: fixed 1 MiB
 #                    mmap threshold, 2 arenas); not a default: each large tensor is then page-faulted afresh
+#   tunewise-glibc   glibc's malloc instead of the tcmalloc that tunewise preloads when it is installed
+#                    (hardware.allocator_preload_env, TUNEWISE_ALLOCATOR=system)
+#   tunewise-jemalloc  jemalloc preloaded instead of tcmalloc (TUNEWISE_ALLOCATOR=jemalloc)
 #   tunewise-pack    train.packing=true (examples packed into max_length rows, 4D block-causal mask)
 #   tunewise-micro1024 (turns a lever ON) train.micro_batch_tokens=1024: each batch as micro-batches of at most
 #                    1,024 tokens with accumulated gradients (same steps, same loss, less activation memory)
 #   tunewise-micro512 train.micro_batch_tokens=512 (micro-batches of one 512-token row)
 ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
              "tunewise-fp32stream": {"fp32_stream": True},
-             "tunewise-malloc": {"release_memory": True}, "tunewise-pack": {"packing": True},
+             "tunewise-malloc": {"release_memory": True, "allocator": "system"},
+             "tunewise-glibc": {"allocator": "system"}, "tunewise-jemalloc": {"allocator": "jemalloc"},
+             "tunewise-pack": {"packing": True},
              "tunewise-micro1024": {"micro_batch_tokens": 1024}, "tunewise-micro512": {"micro_batch_tokens": 512}}
-SIDES = (*ABLATIONS, "trl")
+# TRL at its defaults, and TRL on the allocator tunewise preloads (how much of the gap the allocator alone explains)
+TRL_SIDES = {"trl": "system", "trl-tcmalloc": "tcmalloc"}
+SIDES = (*ABLATIONS, *TRL_SIDES)
 DEFAULT_SIDES = ("tunewise", "trl")  # fits 10 minutes on 2 quiet cores; add ablation sides with --sides
 IGNORE = -100
 
@@ -177,7 +187,9 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
     if lever.get("fp32_frozen") or lever.get("fp32_stream"):  # the stage's two bf16 levers, turned back
         train_causal.hold_frozen_base_in_bf16 = store_linears_only if lever.get("fp32_stream") else (lambda model: 0)
         train_causal.lora_inputs_in_compute_dtype = lambda model: None
-    allocator = None
+    from tunewise.hardware import allocator_in_use
+
+    allocator = allocator_in_use()
     if lever.get("release_memory"):  # process-wide, before the model and the first activations are allocated
         from tunewise.hardware import return_freed_memory
 
@@ -228,7 +240,7 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
                            "quarantined_examples": s["quarantined_examples"], "train_examples": s["train_examples"]}}
 
 
-def child_trl(work: Path, cfg: dict) -> dict:
+def child_trl(work: Path, cfg: dict, side: str = "trl") -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -240,7 +252,7 @@ def child_trl(work: Path, cfg: dict) -> dict:
     rows = read_jsonl(work / "train.jsonl")
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": PROMPT.format(**r)}],
                              "completion": [{"role": "assistant", "content": r["summary"]}]} for r in rows])
-    kwargs = {"output_dir": str(work / "trl_out"), "per_device_train_batch_size": cfg["batch_size"],
+    kwargs = {"output_dir": str(work / f"{side}_out"), "per_device_train_batch_size": cfg["batch_size"],
               "learning_rate": cfg["lr"], "max_length": cfg["max_length"], "seed": cfg["seed"], "report_to": "none",
               "eval_strategy": "no"}
     if not torch.cuda.is_available():
@@ -262,10 +274,12 @@ def child_trl(work: Path, cfg: dict) -> dict:
     result = trainer.train()
     train_seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    trainer.save_model(str(work / "trl_adapter"))
+    trainer.save_model(str(work / f"{side}_adapter"))
     weight_dtype = str(next(trainer.model.get_base_model().parameters()).dtype).replace("torch.", "")
     fused = "fused LM head (chunked log-probs, no full logits)"
-    return {"train_seconds": train_seconds, "peak_rss_mb": peak, **counts, "adapter": str(work / "trl_adapter"),
+    from tunewise.hardware import allocator_in_use
+
+    return {"train_seconds": train_seconds, "peak_rss_mb": peak, **counts, "adapter": str(work / f"{side}_adapter"),
             "steps": result.global_step, "epochs_run": round(float(trainer.state.epoch or 0), 3),
             **param_counts(trainer.model),
             "settings": {"precision": "bf16 autocast" if args.bf16 else ("fp16" if args.fp16 else "fp32"),
@@ -276,7 +290,7 @@ def child_trl(work: Path, cfg: dict) -> dict:
                          "warmup": args.warmup_steps, "weight_decay": args.weight_decay,
                          "lr_scheduler": str(args.lr_scheduler_type).split(".")[-1].lower(), "loss": fused,
                          "truncation": args.truncation_mode + " (cuts the end: the reply first)",
-                         "use_cpu": args.use_cpu},
+                         "use_cpu": args.use_cpu, "allocator": allocator_in_use()},
             "own_report": {"prepared_examples": len(prepared), "trained_tokens_per_epoch": trained_per_epoch,
                            "num_tokens_logged": trainer._total_train_tokens}}
 
@@ -385,7 +399,7 @@ def child_main(side: str, work: str, cfg_json: str) -> None:
     work_path, cfg = Path(work), json.loads(cfg_json)
     set_threads(cfg["threads"])
     fn = {**{name: (lambda name=name: child_tunewise(work_path, cfg, name)) for name in ABLATIONS},
-          "trl": lambda: child_trl(work_path, cfg),
+          **{name: (lambda name=name: child_trl(work_path, cfg, name)) for name in TRL_SIDES},
           "peak": lambda: child_peak(cfg), "eval": lambda: child_eval(work_path, cfg)}[side]
     result = fn()
     (work_path / f"result_{side}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -398,6 +412,16 @@ def run_child(side: str, work: Path, cfg: dict) -> dict:
     threads = str(cfg["threads"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
+    # the allocator each side starts on, set as the `tunewise` command sets it (an allocator is chosen at start-up)
+    allocator = TRL_SIDES.get(side) or ABLATIONS.get(side, {}).get("allocator", "auto")
+    if side in SIDES:
+        from tunewise.errors import TunewiseError
+        from tunewise.hardware import allocator_preload_env
+
+        try:
+            env = allocator_preload_env({**env, "TUNEWISE_ALLOCATOR": allocator}) or env
+        except TunewiseError as exc:
+            raise SystemExit(f"--sides {side}: {exc}") from None
     log = work / f"{side}.log"
     t0 = time.perf_counter()
     with open(log, "w", encoding="utf-8") as fh:
@@ -550,16 +574,17 @@ def main() -> None:
 
 def markdown_table(results: dict) -> str:
     cfg, ev = results["config"], results["eval"]
-    lines = ["| side | precision (weights) | grad. ckpt | trained tok/s | processed tok/s | train s | trained tokens "
-             "| peak RSS MB | eval loss | MFU |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| side | precision (weights) | grad. ckpt | malloc | trained tok/s | processed tok/s | train s "
+             "| trained tokens | peak RSS MB | eval loss | MFU |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for side, s in results["sides"].items():
         st = s["settings"]
         lines.append(f"| {side} | {st['precision']} ({st['weights']}) | {'on' if st['gradient_checkpointing'] else 'off'} "
+                     f"| {st.get('allocator', '')} "
                      f"| {s['trained_tokens_per_second']:.1f} | {s['processed_tokens_per_second']:.1f} "
                      f"| {s['train_seconds']:.0f} | {s['trained_tokens']:,} | {s['peak_rss_mb']:.0f} "
                      f"| {s['eval_loss']:.4f} | {100 * s['mfu']:.1f}% |")
-    lines.append(f"| base model, untrained | | | | | | | | {ev['base_model_loss']:.4f} | |")
+    lines.append(f"| base model, untrained | | | | | | | | | {ev['base_model_loss']:.4f} | |")
     ok = {True: "met", False: "**not met**", None: "reported (no AMX: no target)"}
     for variant, r in (results.get("ratios") or {}).items():
         t = results["targets"][variant]
@@ -574,6 +599,12 @@ def markdown_table(results: dict) -> str:
                   f"| {ok[t['eval_loss equal within the CI']]} |",
                   f"| {variant} MFU | {100 * results['sides'][variant]['mfu']:.1f}% | ≥ 20% on AMX CPUs "
                   f"| {ok[t['mfu >= 20% (AMX CPUs)']]} |"]
+    sides = results["sides"]
+    if "tunewise" in sides and "trl-tcmalloc" in sides:  # the allocator-matched comparison, for the record
+        tw, matched = sides["tunewise"], sides["trl-tcmalloc"]
+        lines += ["", f"Against TRL on the same allocator (`trl-tcmalloc`): trained tok/s "
+                  f"{tw['trained_tokens_per_second'] / matched['trained_tokens_per_second']:.2f}x, peak RSS "
+                  f"{tw['peak_rss_mb'] / matched['peak_rss_mb']:.2f}x."]
     m = results["machine"]
     run = f"{cfg['max_steps']} steps" if cfg["max_steps"] else f"{cfg['epochs']:g} epoch(s)"
     lines += ["", f"{cfg['train_rows']} train rows (DialogSum dev), {ev['examples']} eval rows (DialogSum test, "
