@@ -87,8 +87,11 @@ class LikelihoodScorer:
         torch = self._torch
         out: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(continuations)
         with torch.inference_mode():
-            first = self.model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1)
-            cache, last = first.past_key_values, first.logits[0, -1].float().log_softmax(-1)
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)  # passed in, as `cache=` (past_key_values is deprecated)
+            first = self.model(input_ids=torch.tensor([prefix]), cache=cache, use_cache=True, logits_to_keep=1)
+            last = first.logits[0, -1].float().log_softmax(-1)
             order = [i for i in sorted(range(len(continuations)), key=lambda i: len(continuations[i]))
                      if continuations[i]]
             pad = self.tokenizer.pad_token_id or 0
@@ -98,7 +101,7 @@ class LikelihoodScorer:
                 ids = torch.tensor([continuations[i] + [pad] * (width - len(continuations[i])) for i in batch])
                 shared = copy.deepcopy(cache)
                 shared.batch_repeat_interleave(len(batch))
-                logits = self.model(input_ids=ids, past_key_values=shared, use_cache=True).logits.float()
+                logits = self.model(input_ids=ids, cache=shared, use_cache=True).logits.float()
                 logp = logits.log_softmax(-1)
                 for row, i in enumerate(batch):
                     tokens = continuations[i]
