@@ -43,3 +43,11 @@ def test_an_unknown_TUNEWISE_ALLOCATOR_is_named_without_a_traceback():
     assert proc.returncode == 2
     assert "TUNEWISE_ALLOCATOR='mimalloc'" in proc.stderr and "auto, tcmalloc, jemalloc, system" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_allocator_the_user_preloaded_is_kept():
+    """LD_PRELOAD naming jemalloc already: no second malloc is stacked on top of it."""
+    from tunewise.hardware import allocator_preload_env
+
+    assert allocator_preload_env({"LD_PRELOAD": "/opt/lib/libjemalloc.so.2"}) is None
+    assert allocator_preload_env({"TUNEWISE_ALLOCATOR": "system"}) is None

@@ -399,7 +399,7 @@ def allocator_preload_env(env: dict[str, str] | None = None) -> dict[str, str] |
                                 f"installed (Debian/Ubuntu: apt-get install {ALLOCATOR_PACKAGES[choice]})")
         return None
     preload = env.get("LD_PRELOAD", "")
-    if found[1] in preload.replace(":", " ").split():
+    if any(lib in preload for libs in ALLOCATOR_LIBRARIES.values() for lib in libs):  # the user chose one already
         return None
     env["LD_PRELOAD"] = f"{found[1]} {preload}".strip()
     env[_RELAUNCHED] = found[0]
@@ -409,7 +409,7 @@ def allocator_preload_env(env: dict[str, str] | None = None) -> dict[str, str] |
 def relaunch_on_fast_allocator() -> None:
     """Replace this process by itself started on tcmalloc (or jemalloc) when one is installed and not yet in use.
     Called first thing by the `tunewise` command, before torch is imported; child processes (DDP workers) inherit
-    the preload. Does nothing, and never fails, when the relaunch is not possible."""
+    the preload. Does nothing where no relaunch is possible; only a TUNEWISE_ALLOCATOR it cannot honour is an error."""
     import sys
 
     env = allocator_preload_env()
