@@ -153,6 +153,8 @@ def main() -> None:
     ap.add_argument("--shared-machine", action="store_true",
                     help="other work ran beside the ablation: report accuracy only (its ex/s would mislead)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update ('' to skip)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="report the (cell, seed) runs finished so far and train none of the missing ones")
     args = ap.parse_args()
 
     cells = args.cells.split(",")
@@ -176,7 +178,7 @@ def main() -> None:
         write_jsonl(work / "test.jsonl", test)
         for seed in seeds:  # seed-major: a cut-short ablation still has every cell for its first seeds
             for cell in cells:
-                if (cell, seed) in have:
+                if (cell, seed) in have or args.report_only:
                     continue
                 cfg = {"cell": cell, "seed": seed, "epochs": epochs, "lr": args.lr, "batch_size": args.batch_size}
                 print(f"[{args.dataset}] {cell} seed {seed} ...", flush=True)
@@ -194,10 +196,12 @@ def main() -> None:
 
     cpu = cpu_facts()
     table = report(done, args.reference, cells, speed_valid=not args.shared_machine)
-    command = "python bench/ablation.py " + " ".join(sys.argv[1:])
+    command = "python bench/ablation.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    missing = [f"{c} seed {s}" for s in seeds for c in cells if (c, s) not in {(r["cell"], r["seed"]) for r in done}]
     text = (f"Reproduce: `{command}` ({time.strftime('%Y-%m-%d')}; {args.dataset}, {len(train):,} train and "
             f"{len(test):,} test rows, {epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; CPU "
-            f"{cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'})\n\n{table}")
+            f"{cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'})"
+            + (f". **Not run yet: {', '.join(missing)}.**" if missing else "") + f"\n\n{table}")
     print(text)
     if args.docs and not args.quick:
         replace_block(Path(args.docs), f"ablation.py:{tag}", text, "Classification: ablation over seeds")
