@@ -13,7 +13,7 @@ from conftest import subprocess_env
 from tunewise.hardware import find_allocator
 
 # the command's own entry point (`tunewise models`, which needs no run), then the allocator the process ended up on
-ENTRY_THEN_ALLOCATOR = ("import sys; from tunewise.cli import main; sys.argv = ['tunewise', 'models']; main(); "
+ENTRY_THEN_ALLOCATOR = ("import sys; from tunewise.cli import entry; sys.argv = ['tunewise', 'models']; entry(); "
                         "from tunewise.hardware import allocator_in_use; print('allocator:', allocator_in_use())")
 
 
@@ -51,3 +51,14 @@ def test_an_allocator_the_user_preloaded_is_kept():
 
     assert allocator_preload_env({"LD_PRELOAD": "/opt/lib/libjemalloc.so.2"}) is None
     assert allocator_preload_env({"TUNEWISE_ALLOCATOR": "system"}) is None
+
+
+def test_main_called_inside_a_process_never_replaces_it():
+    """`tunewise.cli.main` in a test or notebook runs the command in place: only `entry` may relaunch."""
+    code = ("import os, sys; from tunewise.cli import main; pid = os.getpid(); sys.argv = ['tunewise', 'models']; "
+            "main(); print('same process' if os.getpid() == pid and 'TUNEWISE_ALLOCATOR_RELAUNCHED' not in os.environ "
+            "else 'relaunched')")
+    env = {k: v for k, v in subprocess_env().items() if not k.startswith("TUNEWISE_ALLOCATOR") and k != "LD_PRELOAD"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("smollm2:") == 1 and "same process" in proc.stdout

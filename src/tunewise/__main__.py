@@ -1,3 +1,3 @@
-from tunewise.cli import main
+from tunewise.cli import entry
 
-main()
+entry()

@@ -163,10 +163,13 @@ def recipe_reference() -> None:
     _echo(reference())
 
 
-def main() -> None:
+def main(relaunch: bool = False) -> None:
+    """Run the command line in sys.argv; errors become messages and exit codes. `relaunch`: first restart this process
+    on tcmalloc/jemalloc when one is installed, which only the process's own entry point may do (`entry`)."""
     interrupted = "interrupted; rerun with --resume to continue training from the last checkpoint"
     try:
-        relaunch_on_fast_allocator()  # before torch allocates anything: tcmalloc trains faster in less memory
+        if relaunch:  # before torch allocates anything: tcmalloc trains faster in less memory
+            relaunch_on_fast_allocator()
         rc = app(standalone_mode=False)
     except TunewiseError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -183,5 +186,11 @@ def main() -> None:
         sys.exit(rc)
 
 
+def entry() -> None:
+    """The `tunewise` command and `python -m tunewise`: a process of its own, so it may restart itself on another
+    allocator. Code that calls `main` inside its own process (tests, notebooks) is never replaced."""
+    main(relaunch=True)
+
+
 if __name__ == "__main__":
-    main()
+    entry()
