@@ -197,7 +197,8 @@ def main() -> None:
     cpu = cpu_facts()
     table = report(done, args.reference, cells, speed_valid=not args.shared_machine)
     command = "python bench/ablation.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
-    missing = [f"{c} seed {s}" for s in seeds for c in cells if (c, s) not in {(r["cell"], r["seed"]) for r in done}]
+    finished = {(r["cell"], r["seed"]) for r in done}
+    missing = [f"{c} seed {s}" for s in seeds for c in cells if (c, s) not in finished]
     text = (f"Reproduce: `{command}` ({time.strftime('%Y-%m-%d')}; {args.dataset}, {len(train):,} train and "
             f"{len(test):,} test rows, {epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; CPU "
             f"{cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'})"

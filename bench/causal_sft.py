@@ -413,11 +413,11 @@ def run_child(side: str, work: Path, cfg: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONWARNINGS": "ignore"}
     # the allocator each side starts on, set as the `tunewise` command sets it (an allocator is chosen at start-up)
-    allocator = TRL_SIDES.get(side) or ABLATIONS.get(side, {}).get("allocator", "auto")
     if side in SIDES:
         from tunewise.errors import TunewiseError
         from tunewise.hardware import allocator_preload_env
 
+        allocator = TRL_SIDES.get(side) or ABLATIONS[side].get("allocator", "auto")
         try:
             env = allocator_preload_env({**env, "TUNEWISE_ALLOCATOR": allocator}) or env
         except TunewiseError as exc:

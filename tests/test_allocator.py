@@ -17,10 +17,11 @@ ENTRY_THEN_ALLOCATOR = ("import sys; from tunewise.cli import entry; sys.argv = 
                         "from tunewise.hardware import allocator_in_use; print('allocator:', allocator_in_use())")
 
 
-def run_entry(**env: str) -> subprocess.CompletedProcess:
+def run_entry(code: str = ENTRY_THEN_ALLOCATOR, **env: str) -> subprocess.CompletedProcess:
+    """`python -c code` in the suite's environment without any allocator setting of this shell, plus `env`."""
     full = {k: v for k, v in subprocess_env().items() if not k.startswith("TUNEWISE_ALLOCATOR") and k != "LD_PRELOAD"}
-    return subprocess.run([sys.executable, "-c", ENTRY_THEN_ALLOCATOR], env={**full, **env}, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", code], env={**full, **env}, capture_output=True, text=True,
+                          timeout=120)
 
 
 @pytest.mark.skipif(find_allocator() is None, reason="neither tcmalloc nor jemalloc is installed "
@@ -58,7 +59,6 @@ def test_main_called_inside_a_process_never_replaces_it():
     code = ("import os, sys; from tunewise.cli import main; pid = os.getpid(); sys.argv = ['tunewise', 'models']; "
             "main(); print('same process' if os.getpid() == pid and 'TUNEWISE_ALLOCATOR_RELAUNCHED' not in os.environ "
             "else 'relaunched')")
-    env = {k: v for k, v in subprocess_env().items() if not k.startswith("TUNEWISE_ALLOCATOR") and k != "LD_PRELOAD"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    proc = run_entry(code)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("smollm2:") == 1 and "same process" in proc.stdout
