@@ -3,6 +3,8 @@
     python bench/causal_sft.py                                          # tunewise vs TRL (~9 min on 2 idle cores, estimated)
     python bench/causal_sft.py --sides tunewise-fp32w,tunewise-malloc,tunewise-pack,tunewise-ckpt --docs ''  # lever rows
     python bench/causal_sft.py --sides tunewise,tunewise-glibc,tunewise-jemalloc,trl,trl-tcmalloc --docs ''  # allocators
+    python bench/causal_sft.py --sides tunewise,tunewise-compile,trl --docs ''   # torch.compile, forced on
+    python bench/causal_sft.py --train-rows 500 --epochs 2 --sides tunewise,tunewise-nocompile --docs ''  # compile by `auto`
     python bench/causal_sft.py --train-rows 16 --eval-rows 8 --max-steps 4 --docs ''   # checks the script itself
 
 Same model (`smollm2`), same rows, prompt ("Summarize the dialogue.\\n\\n{dialogue}" as the user turn of SmolLM2's chat
@@ -11,7 +13,8 @@ dropout, all-linear targets) and thread count for both sides. Everything else is
   tunewise  the real train stage (`tunewise.pipeline.open_run` + `run_stage(rd, "train")`) on a recipe with only
             those settings: precision auto (bf16 autocast on AMX CPUs, LoRA's frozen linears stored in bf16),
             length-grouped dynamic batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length;
-            started on tcmalloc (or jemalloc) where one is installed, as the `tunewise` command starts itself.
+            started on tcmalloc (or jemalloc) where one is installed, as the `tunewise` command starts itself;
+            decoder layers compiled by torch.compile from 250k processed tokens (train.compile=auto).
   trl       `SFTTrainer(model=<path>, args=SFTConfig(...), peft_config=LoraConfig(...))` on a conversational
             prompt/completion dataset, so TRL's own default completion-only loss applies. The defaults it brings
             (fp32 weights, bf16 autocast, gradient checkpointing, fused/chunked LM-head loss, no packing, keep-start
@@ -37,6 +40,8 @@ CPUs where bf16 is slower (AVX-512 bf16 without AMX). The CPU model, its ISA fla
   adapter weights are trained fully, 6 per parameter). Attention-score FLOPs (~4 * layers * d_model * context per
   token, a few % here) are left out, and so is the recomputation that gradient checkpointing adds: MFU counts the
   model's FLOPs, not the hardware's.
+MFU after step 5 is the same over the batches from the sixth on (clocked at each batch's start): it leaves out the
+one-time compile of `train.compile` and the first growth of the allocator.
 """
 
 from __future__ import annotations
@@ -73,17 +78,22 @@ PROMPT = "Summarize the dialogue.\n\n{dialogue}"
 #   tunewise-micro1024 (turns a lever ON) train.micro_batch_tokens=1024: each batch as micro-batches of at most
 #                    1,024 tokens with accumulated gradients (same steps, same loss, less activation memory)
 #   tunewise-micro512 train.micro_batch_tokens=512 (micro-batches of one 512-token row)
+#   tunewise-compile (turns a lever ON) train.compile=true: each decoder layer compiled by torch.compile; `auto`
+#                    leaves it off below 250k processed tokens, as at this benchmark's default size
+#   tunewise-nocompile train.compile=false (the same as the default below 250k processed tokens)
 ABLATIONS = {"tunewise": {}, "tunewise-ckpt": {"checkpointing": True}, "tunewise-fp32w": {"fp32_frozen": True},
              "tunewise-fp32stream": {"fp32_stream": True},
              "tunewise-malloc": {"release_memory": True, "allocator": "system"},
              "tunewise-glibc": {"allocator": "system"}, "tunewise-jemalloc": {"allocator": "jemalloc"},
              "tunewise-pack": {"packing": True},
-             "tunewise-micro1024": {"micro_batch_tokens": 1024}, "tunewise-micro512": {"micro_batch_tokens": 512}}
+             "tunewise-micro1024": {"micro_batch_tokens": 1024}, "tunewise-micro512": {"micro_batch_tokens": 512},
+             "tunewise-compile": {"compile": True}, "tunewise-nocompile": {"compile": False}}
 # TRL at its defaults, and TRL on the allocator tunewise preloads (how much of the gap the allocator alone explains)
 TRL_SIDES = {"trl": "system", "trl-tcmalloc": "tcmalloc"}
 SIDES = (*ABLATIONS, *TRL_SIDES)
 DEFAULT_SIDES = ("tunewise", "trl")  # fits 10 minutes on 2 quiet cores; add ablation sides with --sides
 IGNORE = -100
+STEADY_SKIP = 5  # batches left out of the steady-state throughput: compilation, the allocator's first growth
 
 
 # ---------------------------------------------------------------- data
@@ -123,18 +133,21 @@ def install_token_counter() -> dict:
     """Count the tokens of every batch that reaches Trainer.training_step (SFTTrainer calls it through super())."""
     import transformers
 
-    counts = {"trained_tokens": 0, "processed_tokens": 0, "batches": 0}
+    counts = {"trained_tokens": 0, "processed_tokens": 0, "batches": 0, "step_starts": [], "step_tokens": []}
     original = transformers.Trainer.training_step
 
     def training_step(self, *args, **kwargs):
+        counts["step_starts"].append(time.perf_counter())  # batches of one step come in a row; see steady_state
         inputs = args[1] if len(args) > 1 else kwargs["inputs"]
         labels, mask = inputs["labels"], inputs.get("attention_mask")
         counts["trained_tokens"] += int((labels != IGNORE).sum())
+        before = counts["processed_tokens"]
         if mask is not None and mask.dim() == 2:
             counts["processed_tokens"] += int(mask.sum())
         else:  # tunewise's packed rows carry a 4D block-causal mask: count non-pad ids
             pad = self.processing_class.pad_token_id
             counts["processed_tokens"] += int((inputs["input_ids"] != pad).sum())
+        counts["step_tokens"].append(counts["processed_tokens"] - before)
         if counts["batches"] == 0:  # where memory stood once the model and data were ready
             counts["max_rss_mb_before_first_step"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         counts["batches"] += 1
@@ -142,6 +155,16 @@ def install_token_counter() -> dict:
 
     transformers.Trainer.training_step = training_step
     return counts
+
+
+def steady_state(res: dict, skip: int = STEADY_SKIP) -> float | None:
+    """Processed tokens per second after the first `skip` batches (compilation and warm-up), from the clock at each
+    batch's start: the tokens of batches skip..n-2 over the time from batch skip's start to batch n-1's. None when
+    the run is too short."""
+    starts, tokens = res.get("step_starts") or [], res.get("step_tokens") or []
+    if len(starts) < skip + 3:
+        return None
+    return sum(tokens[skip:-1]) / (starts[-1] - starts[skip])
 
 
 def param_counts(model) -> dict:
@@ -210,7 +233,8 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
                   "lora_target_modules": "all-linear"},
         "train": {"epochs": epochs, "lr": cfg["lr"], "batch_size": cfg["batch_size"], "precision": "auto",
                   "packing": packing, "gradient_checkpointing": checkpointing,
-                  **({"micro_batch_tokens": lever["micro_batch_tokens"]} if "micro_batch_tokens" in lever else {})},
+                  **({"micro_batch_tokens": lever["micro_batch_tokens"]} if "micro_batch_tokens" in lever else {}),
+                  **({"compile": lever["compile"]} if "compile" in lever else {})},
         "audit": {"enabled": False},
     }
     recipe["name"] += side.removeprefix("tunewise")  # each side its own run directory
@@ -229,7 +253,7 @@ def child_tunewise(work: Path, cfg: dict, side: str = "tunewise") -> dict:
                          "weights": ("float32" if lever.get("fp32_frozen") else "bfloat16 linears, rest float32"
                                      if lever.get("fp32_stream") else s["base_weights_dtype"]),
                          "gradient_checkpointing": checkpointing, "allocator": allocator or "glibc default",
-                         "micro_batches": s.get("micro_batches", 1),
+                         "micro_batches": s.get("micro_batches", 1), "compiled": s.get("compiled", False),
                          "packing": s["packing"],
                          "group_by_length": not s["packing"], "warmup": 0.06, "weight_decay": 0.01,
                          "loss": "vocabulary projection only at completion positions",
@@ -530,6 +554,9 @@ def main() -> None:
                 "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"], "steps": res["steps"],
                 "epochs_run": res["epochs_run"], "peak_rss_mb": res["peak_rss_mb"], "eval_loss": token_mean(losses[side]),
                 "model_tflops_per_second": flops_per_s / 1e12, "mfu": flops_per_s / (peak["peak_gflops"] * 1e9),
+                "steady_processed_tokens_per_second": steady_state(res),
+                "steady_mfu": (fpt * steady_state(res) / (peak["peak_gflops"] * 1e9)
+                               if steady_state(res) is not None else None),
                 "flops_per_processed_token": fpt, "parameters": res["parameters"],
                 "trainable_parameters": res["trainable_parameters"],
                 "max_rss_mb_before_first_step": res.get("max_rss_mb_before_first_step"), "settings": res["settings"],
@@ -574,17 +601,19 @@ def main() -> None:
 
 def markdown_table(results: dict) -> str:
     cfg, ev = results["config"], results["eval"]
-    lines = ["| side | precision (weights) | grad. ckpt | malloc | trained tok/s | processed tok/s | train s "
-             "| trained tokens | peak RSS MB | eval loss | MFU |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| side | precision (weights) | grad. ckpt | compiled | malloc | trained tok/s | processed tok/s "
+             "| train s | trained tokens | peak RSS MB | eval loss | MFU | MFU after step 5 |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for side, s in results["sides"].items():
         st = s["settings"]
+        steady = s.get("steady_mfu")
         lines.append(f"| {side} | {st['precision']} ({st['weights']}) | {'on' if st['gradient_checkpointing'] else 'off'} "
-                     f"| {st.get('allocator', '')} "
+                     f"| {'yes' if st.get('compiled') else 'no'} | {st.get('allocator', '')} "
                      f"| {s['trained_tokens_per_second']:.1f} | {s['processed_tokens_per_second']:.1f} "
                      f"| {s['train_seconds']:.0f} | {s['trained_tokens']:,} | {s['peak_rss_mb']:.0f} "
-                     f"| {s['eval_loss']:.4f} | {100 * s['mfu']:.1f}% |")
-    lines.append(f"| base model, untrained | | | | | | | | | {ev['base_model_loss']:.4f} | |")
+                     f"| {s['eval_loss']:.4f} | {100 * s['mfu']:.1f}% "
+                     f"| {f'{100 * steady:.1f}%' if steady is not None else ''} |")
+    lines.append(f"| base model, untrained | | | | | | | | | | {ev['base_model_loss']:.4f} | | |")
     ok = {True: "met", False: "**not met**", None: "reported (no AMX: no target)"}
     for variant, r in (results.get("ratios") or {}).items():
         t = results["targets"][variant]

@@ -593,3 +593,53 @@ def test_bf16_lora_stage_trains_fp32_adapters_on_a_bf16_base(tiny_translation, t
     assert any(float(t.abs().sum()) > 0 for k, t in adapter.items() if "lora_B" in k)
     losses = [e["loss"] for e in jsonl(rd.stage_dir("train") / "train_log.jsonl") if "loss" in e]
     assert losses and all(math.isfinite(x) for x in losses)
+
+
+def test_compile_is_chosen_where_it_pays_and_refused_clearly_where_it_cannot_run(monkeypatch):
+    import tunewise.train.causal as train_causal
+    from tunewise.errors import RecipeError
+    from tunewise.hardware import Placement
+
+    amx = Placement(device="cpu", precision="bf16", reason="AMX")
+    fp32 = Placement(device="cpu", precision="fp32", reason="no AMX")
+    big, small = 10 * train_causal.COMPILE_MIN_TOKENS, train_causal.COMPILE_MIN_TOKENS - 1
+    assert train_causal.choose_compile("auto", amx, big, False)[0] is (train_causal.inductor_compiler() is not None)
+    off, why = train_causal.choose_compile("auto", amx, small, False)
+    assert not off and "under the 250,000" in why
+    assert not train_causal.choose_compile("auto", fp32, big, False)[0]
+    assert not train_causal.choose_compile("auto", amx, big, True)[0]  # gradient checkpointing
+    assert train_causal.choose_compile(False, amx, big, False) == (False, "train.compile=false")
+    monkeypatch.setattr(train_causal, "inductor_compiler", lambda: None)  # a machine without g++ or clang++
+    assert not train_causal.choose_compile("auto", amx, big, False)[0]
+    with pytest.raises(RecipeError, match="C\\+\\+ compiler"):
+        train_causal.choose_compile(True, amx, big, False)
+
+
+@pytest.mark.skipif(__import__("tunewise.train.causal", fromlist=["x"]).inductor_compiler() is None,
+                    reason="torch.compile needs a C++ compiler on CPU")
+def test_compiled_decoder_layers_train_like_eager_ones(tiny_translation, tmp_path, monkeypatch):
+    """train.compile=true compiles every decoder layer (one graph for all of them): the run records it, gradients
+    reach the adapters through the compiled layers, the loss stays within bf16 rounding of eager mode, and the
+    saved adapter keeps the state-dict keys of an eager run."""
+    from safetensors.torch import load_file
+
+    from tunewise.pipeline import open_run, run_stage
+    from tunewise.stages import RunOptions
+
+    monkeypatch.setenv("TUNEWISE_THREADS", "1")
+    summaries, adapters = {}, {}
+    for setting in ("false", "true"):
+        rd = open_run(tiny_translation, [f"train.compile={setting}", "train.precision=bf16", "data.train.max_rows=16",
+                                         "data.validation_fraction=0.25", f"output_dir={tmp_path / setting}"])
+        run_stage(rd, "data", RunOptions())
+        run_stage(rd, "train", RunOptions())
+        summaries[setting] = json.loads((rd.stage_dir("train") / "train_summary.json").read_text())
+        adapters[setting] = load_file(rd.stage_dir("train") / "adapter_model.safetensors")
+    assert summaries["true"]["compiled"] and summaries["true"]["compile_reason"] == "train.compile=true"
+    assert not summaries["false"]["compiled"]
+    assert adapters["true"].keys() == adapters["false"].keys()
+    assert any(float(t.abs().sum()) > 0 for k, t in adapters["true"].items() if "lora_B" in k)
+    eager, compiled = summaries["false"]["final_train_loss"], summaries["true"]["final_train_loss"]
+    assert abs(compiled - eager) < 0.02 * eager, (compiled, eager)
+    val = [s["per_epoch"][-1]["eval_loss"] for s in (summaries["false"], summaries["true"])]
+    assert abs(val[1] - val[0]) < 0.02 * val[0], val

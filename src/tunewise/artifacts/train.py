@@ -127,6 +127,9 @@ class CausalTrainSummary(TrainSummary):
     gradient_checkpointing: bool = Field(description="train.gradient_checkpointing.")
     micro_batches: int | None = omitted("Each batch ran as this many micro-batches with accumulated gradients "
                                         "(train.micro_batch_tokens); absent in summaries written before the split.")
+    compiled: bool | None = omitted("Whether each decoder layer ran compiled by torch.compile (train.compile); "
+                                    "absent in summaries written before the option.")
+    compile_reason: str | None = omitted("Why train.compile came out as it did.")
     train_rows: int = Field(description="Training rows fed to the Trainer (packed rows with packing).")
     quarantined_examples: int = Field(description="Examples that could not be encoded (model/quarantine.jsonl).")
     truncated_prompt_tokens: int = Field(description="Prompt tokens cut to fit model.max_length, in total.")

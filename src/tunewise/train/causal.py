@@ -19,7 +19,7 @@ from typing import Any
 
 from tunewise.artifacts.rows import records_dataset
 from tunewise.artifacts.train import CausalTrainSummary
-from tunewise.errors import DataError
+from tunewise.errors import DataError, RecipeError
 from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
@@ -71,7 +71,7 @@ def trained_positions_loss(model, inputs: dict[str, Any], num_items_in_batch=Non
         out = model(**inputs)
         return out.loss, out.logits.argmax(-1)
     rest = {k: v for k, v in inputs.items() if k != "labels"}
-    hidden = backbone(**rest).last_hidden_state[:, :-1]
+    hidden = backbone(**rest, use_cache=False).last_hidden_state[:, :-1]  # a KV cache only costs memory here
     target = labels[:, 1:]
     keep = target != IGNORE
     logits = head(hidden[keep]).float()
@@ -139,6 +139,54 @@ def lora_inputs_in_compute_dtype(model) -> None:
             module.cast_input_dtype_enabled = False
 
 
+# below this many processed tokens the one-time compile (~32 s on 2 AMX cores with a cold inductor cache) costs more
+# than the ~20% per step it saves (bench/causal_sft.py, side tunewise-compile)
+COMPILE_MIN_TOKENS = 250_000
+
+
+def inductor_compiler() -> str | None:
+    """The C++ compiler inductor would use on this machine, or None (then torch.compile cannot build CPU kernels)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # noqa: BLE001 - inductor raises several kinds when no compiler is found
+        return None
+
+
+def choose_compile(setting: bool | str, placement, processed_tokens: int, checkpointing: bool) -> tuple[bool, str]:
+    """Whether to compile the decoder layers, and why (recorded in train_summary.json)."""
+    if setting is False:
+        return False, "train.compile=false"
+    if setting is True:
+        if placement.device == "cpu" and inductor_compiler() is None:
+            raise RecipeError("train.compile=true: torch.compile needs a C++ compiler on a CPU (g++ or clang++, or "
+                              "set CXX); install one, or set train.compile=auto")
+        return True, "train.compile=true"
+    if placement.device != "cpu" or placement.precision != "bf16":
+        return False, "auto: measured to pay on CPUs with bf16 (AMX) only; set train.compile=true to try it here"
+    if checkpointing:
+        return False, "auto: not with gradient checkpointing"
+    if processed_tokens < COMPILE_MIN_TOKENS:
+        return False, (f"auto: {processed_tokens:,} processed tokens, under the {COMPILE_MIN_TOKENS:,} at which the "
+                       f"one-time compile pays")
+    if inductor_compiler() is None:
+        return False, "auto: no C++ compiler for inductor (g++ or clang++)"
+    return True, f"auto: {processed_tokens:,} processed tokens on a CPU with bf16"
+
+
+def compile_decoder_layers(model) -> int:
+    """torch.compile each decoder layer in place (the state dict keeps its keys). The layers share their code and,
+    with no KV cache in training, their guards, so one dynamic-shape graph serves all of them: the elementwise work
+    between the matmuls (RMSNorm, RoPE, SwiGLU, LoRA's scaling and add, dtype casts) is fused. Returns the count."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
+
+
 def wrap_lora(model, recipe: Recipe):
     from peft import LoraConfig, get_peft_model
 
@@ -197,6 +245,10 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
         model = wrap_lora(model, recipe)
         if frozen_bf16:
             lora_inputs_in_compute_dtype(model)
+    compiled, compile_reason = choose_compile(cfg.compile, placement, int(totals["tokens"] * cfg.epochs),
+                                              cfg.gradient_checkpointing)
+    if compiled and not compile_decoder_layers(model):
+        compiled, compile_reason = False, f"{compile_reason}; but the model has no decoder layers to compile"
 
     train_ds = (pack_dataset(train_enc.dataset, recipe.model.max_length, cache / "train.packed.arrow")
                 if cfg.packing else train_enc.features())
@@ -259,6 +311,8 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
         "packing": cfg.packing,
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "micro_batches": micro,
+        "compiled": compiled,
+        "compile_reason": compile_reason,
         "epochs_run": round(epochs_run, 3),
         "global_steps": state.global_step,
         "resumed_from": Path(resume_from).name if resume_from else None,
