@@ -38,6 +38,7 @@ CELLS: dict[str, dict] = {
     "default": {},
     "fp32": {"train": {"precision": "fp32"}},
     "random": {"train": {"group_by_length": False}},
+    "shuffled": {"train": {"shuffle_length_groups": True}},  # same batches, drawn in random order
     "fp32-random": {"train": {"precision": "fp32", "group_by_length": False}},
     "lr5e-5": {"train": {"lr": 5e-5}},
     "lr2e-4": {"train": {"lr": 2e-4}},
@@ -60,10 +61,17 @@ def child_main(work: str, cfg_json: str) -> None:
 
 
 def run_cell(work: Path, cfg: dict) -> dict:
+    from tunewise.hardware import allocator_preload_env
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    preloaded = allocator_preload_env(env) if CELLS[cfg["cell"]] is not None else None
+    if preloaded:  # tunewise cells start on the allocator the `tunewise` command would preload
+        env = preloaded
     subprocess.run([sys.executable, __file__, "--child", str(work), json.dumps(cfg)], check=True, env=env,
                    stdout=subprocess.DEVNULL)
-    return json.loads((work / "result.json").read_text())
+    result = json.loads((work / "result.json").read_text())
+    result["allocator"] = preloaded["TUNEWISE_ALLOCATOR_RELAUNCHED"] if preloaded else "as this process started"
+    return result
 
 
 # ---------------------------------------------------------------- statistics over seeds

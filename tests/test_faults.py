@@ -616,3 +616,28 @@ def test_kill_9_then_resume_ends_where_an_uninterrupted_run_ends(kind, data_file
     worst = max(float(abs(wa[k].astype("float64") - wb[k].astype("float64")).max()) for k in wa)
     print(f"{kind}: killed at checkpoint-{step}, resumed from {summary['resumed_from']}; max |dw| = {worst:.3g}")
     assert worst <= 1e-6, f"killed at checkpoint-{step}: weights differ by up to {worst}"
+
+
+def test_shuffled_length_groups_keep_every_batch_and_change_only_their_order():
+    """train.shuffle_length_groups draws the same length-grouped batches (so the same padding) in another order:
+    the longest batch still comes first, a short last batch stays last, and a seed gives one order."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    from tunewise.train.common import shuffled_batches
+
+    lengths = [int(x) for x in torch.randint(1, 60, (1003,), generator=torch.Generator().manual_seed(0))]
+    order = get_length_grouped_indices(lengths, 8, generator=torch.Generator().manual_seed(1))
+    shuffled = shuffled_batches(order, 8, torch.Generator().manual_seed(2))
+
+    def batches(o):
+        return [tuple(o[i:i + 8]) for i in range(0, len(o), 8)]
+
+    assert sorted(batches(shuffled)) == sorted(batches(order))
+    assert batches(shuffled)[0] == batches(order)[0] and batches(shuffled)[-1] == batches(order)[-1]
+    assert len(batches(order)[-1]) == 1003 % 8
+    assert batches(shuffled) != batches(order)
+    assert shuffled == shuffled_batches(order, 8, torch.Generator().manual_seed(2))
+    # what it removes: within a megabatch of the Trainer's grouping, batch lengths only fall
+    first_megabatch = [max(lengths[i] for i in b) for b in batches(order)[1:25]]
+    assert first_megabatch == sorted(first_megabatch, reverse=True)

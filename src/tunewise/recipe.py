@@ -135,6 +135,7 @@ class TrainConfig(_Strict):
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU has AMX or the GPU supports bf16, else fp32 (on AVX-512 bf16 without AMX, bf16 is slower than fp32). The CPU model and ISA flags are recorded in the manifest, the choice and its reason in model/train_summary.json.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
+    shuffle_length_groups: bool = Field(False, description="With group_by_length: draw the length-grouped batches in random order. The Trainer's grouping sorts each megabatch (up to 50 batches) from long to short, so without this an epoch sweeps from long to short examples again and again. The batches, and so the padding and the speed, stay the same.")
     packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Causal LMs: recompute each layer's activations in the backward pass; much less memory for about a third more compute.")

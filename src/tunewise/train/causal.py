@@ -276,6 +276,7 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,
                       preprocess_logits_for_metrics=_argmax_logits if val_ds is not None else None,
                       callbacks=callbacks)
+    trainer.shuffle_length_groups = cfg.shuffle_length_groups
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - t0

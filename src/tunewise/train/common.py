@@ -225,6 +225,19 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def shuffled_batches(order: list[int], batch_size: int, generator) -> list[int]:
+    """Length-grouped indices with their batches in random order. The Trainer's grouping sorts each megabatch (50
+    batches) from long to short, so an epoch sweeps from long to short examples again and again; shuffling the
+    batches removes that sawtooth and keeps every batch, so the padding is the same. The first batch (the longest,
+    so that memory runs out at once if it will) and a short last batch stay where they are."""
+    import torch
+
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    tail = [batches.pop()] if len(batches) > 1 and len(batches[-1]) < batch_size else []
+    middle = [batches[1 + j] for j in torch.randperm(len(batches) - 1, generator=generator).tolist()]
+    return [i for batch in batches[:1] + middle + tail for i in batch]
+
+
 def resumable_sampling(trainer_cls):
     """`trainer_cls` whose length-grouped batches follow (data_seed + epoch) instead of the global RNG. The
     Trainer's LengthGroupedSampler draws each epoch's order from the global generator, which a resumed run reaches
@@ -235,23 +248,29 @@ def resumable_sampling(trainer_cls):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-        def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        def __init__(self, batch_size: int, lengths: list[int], seed: int, shuffle_batches: bool = False):
             super().__init__(batch_size, lengths=lengths, generator=torch.Generator())
-            self.seed, self.epoch = seed, 0
+            self.seed, self.epoch, self.shuffle_batches = seed, 0, shuffle_batches
 
         def set_epoch(self, epoch: int) -> None:  # accelerate's data loader calls it before each epoch
             self.epoch = epoch
 
         def __iter__(self):
             self.generator.manual_seed(self.seed + self.epoch)
-            return super().__iter__()
+            order = list(super().__iter__())
+            if self.shuffle_batches:
+                order = shuffled_batches(order, self.batch_size, self.generator)
+            return iter(order)
 
     class ResumableSampling(trainer_cls):
+        shuffle_length_groups = False  # train.shuffle_length_groups, set by the stage
+
         def _get_train_sampler(self, train_dataset=None):
             sampler = super()._get_train_sampler(train_dataset)
             if type(sampler) is LengthGroupedSampler:
                 seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-                sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+                sampler = EpochSeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed,
+                                                          self.shuffle_length_groups)
             return sampler
 
     return ResumableSampling
