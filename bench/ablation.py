@@ -38,7 +38,8 @@ CELLS: dict[str, dict] = {
     "default": {},
     "fp32": {"train": {"precision": "fp32"}},
     "random": {"train": {"group_by_length": False}},
-    "shuffled": {"train": {"shuffle_length_groups": True}},  # same batches, drawn in random order
+    # the same length-grouped batches, each megabatch long to short: the default before 2026-12-02
+    "sorted": {"train": {"shuffle_length_groups": False}},
     "fp32-random": {"train": {"precision": "fp32", "group_by_length": False}},
     "lr5e-5": {"train": {"lr": 5e-5}},
     "lr2e-4": {"train": {"lr": 2e-4}},
@@ -117,7 +118,12 @@ def paired_over_seeds(cell: dict[int, dict], ref: dict[int, dict], seed: int = 0
     return out
 
 
-def report(results: list[dict], reference: str, cells: list[str], speed_valid: bool = True) -> str:
+def cpu_label(cpu: dict) -> str:
+    return f"CPU {cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'}"
+
+
+def report(results: list[dict], reference: str, cells: list[str], speed_invalid: str = "") -> str:
+    """The ablation table; `speed_invalid` says why the ex/s column is withheld (empty: it is valid)."""
     by_cell: dict[str, dict[int, dict]] = {}
     for r in results:
         by_cell.setdefault(r["cell"], {})[r["seed"]] = r
@@ -130,8 +136,8 @@ def report(results: list[dict], reference: str, cells: list[str], speed_valid: b
             continue
         acc = np.array([accuracy(r) for r in runs.values()]) * 100
         f1 = np.array([macro_f1(r) for r in runs.values()]) * 100
-        speed = (f"{np.mean([r['examples'] / r['train_seconds'] for r in runs.values()]):.1f}" if speed_valid
-                 else "not valid (shared machine)")
+        speed = (f"{np.mean([r['examples'] / r['train_seconds'] for r in runs.values()]):.1f}" if not speed_invalid
+                 else f"not valid ({speed_invalid})")
         sd = lambda a: f" ± {a.std(ddof=1):.2f}" if len(a) > 1 else ""  # noqa: E731
         what = "plain HF Trainer, fp32, random order" if CELLS[name] is None else (
             ", ".join(f"{k}={v}" for section in CELLS[name].values() for k, v in section.items()) or "—")
@@ -161,6 +167,8 @@ def main() -> None:
     ap.add_argument("--shared-machine", action="store_true",
                     help="other work ran beside the ablation: report accuracy only (its ex/s would mislead)")
     ap.add_argument("--docs", default=str(ROOT / "docs" / "benchmarks.md"), help="markdown file to update ('' to skip)")
+    ap.add_argument("--block", default=None,
+                    help="name of the docs block to replace (default: the dataset/epochs tag, e.g. sst2-2ep)")
     ap.add_argument("--report-only", action="store_true",
                     help="report the (cell, seed) runs finished so far and train none of the missing ones")
     args = ap.parse_args()
@@ -174,6 +182,8 @@ def main() -> None:
     sst2_train = args.sst2_train or 10**9
     tag = f"{args.dataset}{'-quick' if args.quick else ''}-{epochs:g}ep" + (
         f"-{args.sst2_train}" if args.dataset == "sst2" and args.sst2_train else "")
+    from tunewise.hardware import cpu_facts
+
     results_path = Path(args.results or ROOT / "bench" / "results" / f"ablation-{tag}.jsonl")
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(x) for x in results_path.read_text().splitlines()] if results_path.is_file() else []
@@ -193,27 +203,27 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = run_cell(work, cfg)
                 res.update(cell=cell, seed=seed, wall_seconds=time.perf_counter() - t0, train_rows=len(train),
-                           test_rows=len(test), epochs=epochs)
+                           test_rows=len(test), epochs=epochs, cpu=cpu_label(cpu_facts()))
                 print(f"  accuracy {100 * accuracy(res):.2f}, {res['examples'] / res['train_seconds']:.1f} ex/s",
                       flush=True)
                 with results_path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(res) + "\n")
                 done.append(res)
 
-    from tunewise.hardware import cpu_facts
-
-    cpu = cpu_facts()
-    table = report(done, args.reference, cells, speed_valid=not args.shared_machine)
+    # the CPU the runs trained on, not the one reporting: a --report-only may run on another kind of machine
+    cpus = sorted({r.get("cpu", "not recorded") for r in done if r["cell"] in cells})
+    table = report(done, args.reference, cells, speed_invalid="shared machine" if args.shared_machine
+                   else "runs on different CPUs" if len(cpus) > 1 else "")
     command = "python bench/ablation.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     finished = {(r["cell"], r["seed"]) for r in done}
     missing = [f"{c} seed {s}" for s in seeds for c in cells if (c, s) not in finished]
     text = (f"Reproduce: `{command}` ({time.strftime('%Y-%m-%d')}; {args.dataset}, {len(train):,} train and "
-            f"{len(test):,} test rows, {epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; CPU "
-            f"{cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'})"
+            f"{len(test):,} test rows, {epochs:g} epochs, lr {args.lr:g}, batch {args.batch_size}; trained on "
+            f"{' and '.join(cpus) or 'no CPU yet'})"
             + (f". **Not run yet: {', '.join(missing)}.**" if missing else "") + f"\n\n{table}")
     print(text)
     if args.docs and not args.quick:
-        replace_block(Path(args.docs), f"ablation.py:{tag}", text, "Classification: ablation over seeds")
+        replace_block(Path(args.docs), f"ablation.py:{args.block or tag}", text, "Classification: ablation over seeds")
 
 
 if __name__ == "__main__":
