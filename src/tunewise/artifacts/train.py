@@ -71,6 +71,10 @@ class TrainSummary(Artifact):
     eval_seconds_during_training: float = Field(description="Of which validation.")
     final_train_loss: float = Field(description="Mean training loss reported by the Trainer.")
     parameters: int = Field(description="Parameters of the model.")
+    batch_order: Literal["random", "length-grouped", "length-grouped-shuffled"] | None = omitted(
+        "How training batches were drawn: random order (train.group_by_length off), length-grouped (each megabatch "
+        "long to short), or length-grouped-shuffled (the same batches in random order; "
+        "train.shuffle_length_groups). Absent in summaries written before it was recorded.")
     hardware: TrainingHardware | None = omitted("Processes, threads and CPU kind of the training; absent in "
                                                 "summaries written before tunewise recorded them.")
 
