@@ -20,6 +20,24 @@ import yaml
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 BANKING77 = DATA / "banking77"
 
+
+def native_bf16_matmuls() -> bool:
+    """AMX or AVX-512 bf16 on the CPU, or a bf16 GPU. Without them (an AVX2-only CPU) torch emulates bf16 matmuls
+    at about 1 GFLOP/s against about 95 in fp32 (a 2-core AMD EPYC), and a test that forces bf16 training runs for
+    many minutes instead of seconds."""
+    import torch
+
+    from tunewise.hardware import cpu_facts
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_facts()["isa"]))
+
+
+needs_bf16_matmuls = pytest.mark.skipif(not native_bf16_matmuls(),
+                                        reason="forces bf16, which this CPU only emulates (no AMX or AVX-512 bf16)")
+
+
 # Six banking77 intents; the first N rows of each, in file order, make the slice (the same on every machine).
 SLICE_INTENTS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "age_limit", "pin_blocked",
                  "cancel_transfer"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import CAUSAL_TEST_ROWS
+from conftest import CAUSAL_TEST_ROWS, native_bf16_matmuls, needs_bf16_matmuls
 from tunewise.artifacts.rows import Example
 from tunewise.data.readers import ExampleChecker, read_records
 from tunewise.errors import DataError, RecipeError
@@ -242,7 +242,7 @@ def _left_padded(tok, prompts: list[str]):
     return batch, mask
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=needs_bf16_matmuls)])
 def test_greedy_batch_gives_generates_tokens_with_finished_rows_dropped(tok, model, dtype):
     """The evaluation decoder against `model.generate(do_sample=False)` on the same left-padded batches: the same
     ids in fp32 and bf16, for rows that end early (so the batch shrinks mid-way), rows that run to the limit, and a
@@ -457,6 +457,7 @@ def _saved_activation_bytes(model, batch) -> tuple[float, int]:
     return float(loss), sum(seen.values())
 
 
+@needs_bf16_matmuls
 def test_frozen_base_in_bf16_keeps_fp32_adapters_and_halves_what_backward_keeps(smol_path, tok):
     """LoRA on bf16 hardware holds the whole frozen base in bf16 and leaves the adapters' inputs in bf16: the
     adapters and their gradients stay fp32, the loss stays within a bf16 rounding of the fp32-stream setup it
@@ -573,6 +574,7 @@ def test_micro_batching_trains_the_same_adapter_as_the_whole_batch(tiny_translat
     assert diff / size < 1e-6
 
 
+@needs_bf16_matmuls
 def test_bf16_lora_stage_trains_fp32_adapters_on_a_bf16_base(tiny_translation, tmp_path, monkeypatch, jsonl):
     """The train stage at precision bf16 (what `auto` picks on AMX CPUs and bf16 GPUs): the summary says the base
     was held in bf16, the saved adapter is fp32, and training moved it (its B matrices start at zero)."""
@@ -617,10 +619,13 @@ def test_compile_is_chosen_where_it_pays_and_refused_clearly_where_it_cannot_run
 
 @pytest.mark.skipif(__import__("tunewise.train.causal", fromlist=["x"]).inductor_compiler() is None,
                     reason="torch.compile needs a C++ compiler on CPU")
+@pytest.mark.skipif(not native_bf16_matmuls(), reason="train.compile=auto compiles only in bf16, which this CPU "
+                    "emulates; forcing it on in fp32 here costs over 2 minutes of suite time")
 def test_compiled_decoder_layers_train_like_eager_ones(tiny_translation, tmp_path, monkeypatch):
     """train.compile=true compiles every decoder layer (one graph for all of them): the run records it, gradients
-    reach the adapters through the compiled layers, the loss stays within bf16 rounding of eager mode, and the
-    saved adapter keeps the state-dict keys of an eager run."""
+    reach the adapters through the compiled layers, the loss stays within rounding of eager mode, and the saved
+    adapter keeps the state-dict keys of an eager run. In the precision `auto` picks: bf16 where the CPU has AMX,
+    fp32 elsewhere (forced bf16 on a CPU that only emulates it would take minutes)."""
     from safetensors.torch import load_file
 
     from tunewise.pipeline import open_run, run_stage
@@ -629,7 +634,7 @@ def test_compiled_decoder_layers_train_like_eager_ones(tiny_translation, tmp_pat
     monkeypatch.setenv("TUNEWISE_THREADS", "1")
     summaries, adapters = {}, {}
     for setting in ("false", "true"):
-        rd = open_run(tiny_translation, [f"train.compile={setting}", "train.precision=bf16", "data.train.max_rows=16",
+        rd = open_run(tiny_translation, [f"train.compile={setting}", "data.train.max_rows=16",
                                          "data.validation_fraction=0.25", f"output_dir={tmp_path / setting}"])
         run_stage(rd, "data", RunOptions())
         run_stage(rd, "train", RunOptions())
