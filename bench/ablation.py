@@ -38,8 +38,7 @@ CELLS: dict[str, dict] = {
     "default": {},
     "fp32": {"train": {"precision": "fp32"}},
     "random": {"train": {"group_by_length": False}},
-    # the same length-grouped batches, each megabatch long to short: the default before 2026-12-02
-    "sorted": {"train": {"shuffle_length_groups": False}},
+    "shuffled": {"train": {"shuffle_length_groups": True}},  # same batches, drawn in random order
     "fp32-random": {"train": {"precision": "fp32", "group_by_length": False}},
     "lr5e-5": {"train": {"lr": 5e-5}},
     "lr2e-4": {"train": {"lr": 2e-4}},

@@ -125,16 +125,14 @@ def test_models_read_back_what_a_real_run_wrote(session_run, cls, rel):
     assert model.to_json() == doc  # nothing added, nothing lost, nothing renamed
 
 
-def test_length_groups_are_shuffled_by_default_for_classifiers_only(session_run):
-    """train.shuffle_length_groups=auto: on for classification, where the full-sst2 ablation measured it, off for
-    causal LMs, where nothing has measured it yet; the summary records which order the batches came in."""
+def test_the_summary_records_the_batch_order(session_run):
+    """train_summary.json says how batches were drawn: length-grouped (the default), shuffled groups, or random."""
     from tunewise.recipe import TrainConfig
 
-    assert TrainSummary.read(session_run / "model/train_summary.json").batch_order == "length-grouped-shuffled"
-    assert TrainConfig().batch_order("chat") == TrainConfig().batch_order("generation") == "length-grouped"
-    assert TrainConfig(shuffle_length_groups=False).batch_order("classification") == "length-grouped"
-    assert TrainConfig(shuffle_length_groups=True).batch_order("chat") == "length-grouped-shuffled"
-    assert TrainConfig(group_by_length=False).batch_order("classification") == "random"
+    assert TrainSummary.read(session_run / "model/train_summary.json").batch_order == "length-grouped"
+    assert TrainConfig().batch_order() == "length-grouped"
+    assert TrainConfig(shuffle_length_groups=True).batch_order() == "length-grouped-shuffled"
+    assert TrainConfig(group_by_length=False, shuffle_length_groups=True).batch_order() == "random"
 
 
 def test_kinds_are_told_apart_by_task(session_run, tmp_path):

@@ -135,7 +135,7 @@ class TrainConfig(_Strict):
     warmup_fraction: float = Field(0.06, ge=0, lt=1, description="Share of steps spent warming the learning rate up.")
     precision: Literal["auto", "bf16", "fp32"] = Field("auto", description="`auto` uses bf16 autocast where the CPU has AMX or the GPU supports bf16, else fp32 (on AVX-512 bf16 without AMX, bf16 is slower than fp32). The CPU model and ISA flags are recorded in the manifest, the choice and its reason in model/train_summary.json.")
     group_by_length: bool = Field(True, description="Batch examples of similar length together to cut padding.")
-    shuffle_length_groups: bool | Literal["auto"] = Field("auto", description="With group_by_length: draw the length-grouped batches in random order. The Trainer's grouping sorts each megabatch (up to 50 batches) from long to short, so without this an epoch sweeps from long to short examples again and again. The batches, and so the padding and the speed, stay the same. On full sst2 (3 seeds) it gained +0.50 accuracy points over the sorted order and matched the plain HF Trainer (docs/benchmarks.md). `auto`: on for classification, where that was measured; off for causal LMs, where it was not.")
+    shuffle_length_groups: bool = Field(False, description="With group_by_length: draw the length-grouped batches in random order. The Trainer's grouping sorts each megabatch (up to 50 batches) from long to short, so without this an epoch sweeps from long to short examples again and again. The batches, and so the padding and the speed, stay the same. Off by default: on full sst2 it gained +0.50 accuracy points over 3 seeds (interval holding 0), and on the helpdesk demo it lost 1.7 points on one seed (docs/benchmarks.md).")
     packing: bool = Field(False, description="Causal LMs: pack several examples into each max_length row, with positions reset and attention confined to each example.")
     gradient_accumulation_steps: int = Field(1, ge=1, le=4096, description="Batches whose gradients are summed before each optimizer step.")
     gradient_checkpointing: bool = Field(False, description="Causal LMs: recompute each layer's activations in the backward pass; much less memory for about a third more compute.")
@@ -153,16 +153,11 @@ class TrainConfig(_Strict):
     deepspeed: dict[str, Any] | str | None = Field(None, description="DeepSpeed ZeRO: the DeepSpeed config, inline or a JSON file (relative to the recipe file), passed to the Trainer; `auto` values are filled from the recipe. Needs the deepspeed package and a CUDA GPU; refused before training otherwise.")
     liger: bool = Field(False, description="Causal LMs on GPU: Liger fused Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) through the Trainer's use_liger_kernel. Needs the liger-kernel package and a CUDA GPU; refused before training otherwise.")
 
-    def shuffles_length_groups(self, task: str) -> bool:
-        if self.shuffle_length_groups != "auto":
-            return self.shuffle_length_groups
-        return task == "classification"
-
-    def batch_order(self, task: str) -> str:
+    def batch_order(self) -> str:
         """How batches are drawn, as train_summary.json records it."""
         if not self.group_by_length:
             return "random"
-        return "length-grouped-shuffled" if self.shuffles_length_groups(task) else "length-grouped"
+        return "length-grouped-shuffled" if self.shuffle_length_groups else "length-grouped"
 
 
 class FaithfulnessConfig(_Strict):

@@ -276,7 +276,7 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
                       compute_metrics=token_accuracy_metrics if val_ds is not None else None,
                       preprocess_logits_for_metrics=_argmax_logits if val_ds is not None else None,
                       callbacks=callbacks)
-    trainer.shuffle_length_groups = cfg.shuffles_length_groups(recipe.task)
+    trainer.shuffle_length_groups = cfg.shuffle_length_groups
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - t0
@@ -308,7 +308,7 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
         "precision": placement.precision,
         "precision_reason": placement.reason,
         "device": placement.device,
-        "batch_order": "random" if cfg.packing else cfg.batch_order(recipe.task),  # packed rows are all one length
+        "batch_order": "random" if cfg.packing else cfg.batch_order(),  # packed rows are all one length
         "base_weights_dtype": "bfloat16" if frozen_bf16 else "float32",
         "packing": cfg.packing,
         "gradient_checkpointing": cfg.gradient_checkpointing,

@@ -79,7 +79,7 @@ def _train(stack: ExitStack, recipe: Recipe, base: ResolvedModel, data_dir: Path
     trainer = rank_zero_trainer(resumable_trainer(Trainer))(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=task.collator(tokenizer),
                       processing_class=tokenizer, compute_metrics=trainer_metrics, callbacks=callbacks)
-    trainer.shuffle_length_groups = cfg.shuffles_length_groups(recipe.task)
+    trainer.shuffle_length_groups = cfg.shuffle_length_groups
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     wall = time.perf_counter() - t0
@@ -101,7 +101,7 @@ def _train(stack: ExitStack, recipe: Recipe, base: ResolvedModel, data_dir: Path
         "precision": placement.precision,
         "precision_reason": placement.reason,
         "device": placement.device,
-        "batch_order": cfg.batch_order(recipe.task),
+        "batch_order": cfg.batch_order(),
         "epochs_run": round(float(state.epoch or 0), 3),
         "global_steps": state.global_step,
         "resumed_from": Path(resume_from).name if resume_from else None,
