@@ -181,13 +181,14 @@ def main() -> None:
     sst2_train = args.sst2_train or 10**9
     tag = f"{args.dataset}{'-quick' if args.quick else ''}-{epochs:g}ep" + (
         f"-{args.sst2_train}" if args.dataset == "sst2" and args.sst2_train else "")
-    from tunewise.hardware import cpu_facts
-
     results_path = Path(args.results or ROOT / "bench" / "results" / f"ablation-{tag}.jsonl")
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(x) for x in results_path.read_text().splitlines()] if results_path.is_file() else []
     have = {(r["cell"], r["seed"]) for r in done}
 
+    from tunewise.hardware import cpu_facts
+
+    cpu = cpu_label(cpu_facts())  # recorded with each run: a later --report-only may run on another machine
     train, test = load_dataset_rows(args.dataset, sst2_train, args.quick, args.data_seed)
     with tempfile.TemporaryDirectory(prefix=f"ablation-{args.dataset}-") as tmp:
         work = Path(tmp)
@@ -202,14 +203,13 @@ def main() -> None:
                 t0 = time.perf_counter()
                 res = run_cell(work, cfg)
                 res.update(cell=cell, seed=seed, wall_seconds=time.perf_counter() - t0, train_rows=len(train),
-                           test_rows=len(test), epochs=epochs, cpu=cpu_label(cpu_facts()))
+                           test_rows=len(test), epochs=epochs, cpu=cpu)
                 print(f"  accuracy {100 * accuracy(res):.2f}, {res['examples'] / res['train_seconds']:.1f} ex/s",
                       flush=True)
                 with results_path.open("a", encoding="utf-8") as fh:
                     fh.write(json.dumps(res) + "\n")
                 done.append(res)
 
-    # the CPU the runs trained on, not the one reporting: a --report-only may run on another kind of machine
     cpus = sorted({r.get("cpu", "not recorded") for r in done if r["cell"] in cells})
     table = report(done, args.reference, cells, speed_invalid="shared machine" if args.shared_machine
                    else "runs on different CPUs" if len(cpus) > 1 else "")

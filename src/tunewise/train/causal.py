@@ -262,10 +262,11 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
     best_name = recipe.best_metric()
     # activations grow with the tokens of a forward pass; accumulating micro-batches keeps the step, not the memory
     micro = micro_batches(cfg.batch_size, recipe.model.max_length, cfg.micro_batch_tokens)
+    length_grouped = cfg.group_by_length and not cfg.packing  # packed rows are all one length
     args = training_arguments(
         recipe, placement, ckpt_dir, train_rows=len(train_ds), has_validation=val_ds is not None,
         eval_batch_size=min(cfg.eval_batch_size, 16),  # logits over a 49k vocabulary are large
-        max_logging_steps=25, group_by_length=cfg.group_by_length and not cfg.packing,
+        max_logging_steps=25, group_by_length=length_grouped,
         remove_unused_columns=False, label_names=["labels"],
         activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None, world=world,
@@ -308,7 +309,7 @@ def _train(recipe: Recipe, base: ResolvedModel, data_dir: Path, out: Path, cache
         "precision": placement.precision,
         "precision_reason": placement.reason,
         "device": placement.device,
-        "batch_order": "random" if cfg.packing else cfg.batch_order(),  # packed rows are all one length
+        "batch_order": cfg.batch_order() if length_grouped else "random",
         "base_weights_dtype": "bfloat16" if frozen_bf16 else "float32",
         "packing": cfg.packing,
         "gradient_checkpointing": cfg.gradient_checkpointing,
