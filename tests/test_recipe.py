@@ -400,3 +400,15 @@ def test_run_id_does_not_depend_on_where_the_checkout_sits(tmp_path):
     assert validate_recipe(yaml.safe_load(resolved.to_yaml())).fingerprint() == ids[0]  # the run's own recipe.yaml
     (tmp_path / "clone_a" / "examples" / "data" / "train.jsonl").write_text('{"text": "bye", "label": "a"}\n')
     assert load_recipe(tmp_path / "clone_a" / "examples" / "r.yaml").fingerprint() != ids[0]
+
+
+@pytest.mark.parametrize("override", ["train.packing=true", "train.gradient_checkpointing=true",
+                                      "train.compile=true", "train.micro_batch_tokens=512"])
+def test_causal_only_train_options_are_refused_for_a_classifier(minimal, override):
+    # the encoder trainer ignores them, so a classifier recipe that sets one would silently run without it
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(minimal, [override])
+    assert f"{override.split('=')[0]} apply to causal LMs" in str(exc.value)
+    assert "task 'classification'" in str(exc.value)
+    assert load_recipe(minimal, [override, "task=generation", "data.prompt_field=text",
+                                 "data.completion_field=label"]).task == "generation"

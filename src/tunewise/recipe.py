@@ -485,6 +485,17 @@ class Recipe(_Strict):
         if self.data.text_pair_field is not None and task.family != "classifier":
             raise ValueError(f"data.text_pair_field applies to classification only; task '{self.task}' reads "
                              f"its input through data.prompt_field or data.prompt_template")
+        if task.family == "classifier":
+            # the encoder trainer has no use for these; a recipe that sets them would otherwise run without them
+            causal_only = {"train.packing": self.train.packing is True,
+                           "train.gradient_checkpointing": self.train.gradient_checkpointing is True,
+                           "train.compile": self.train.compile is True,
+                           "train.micro_batch_tokens": self.train.micro_batch_tokens is not None}
+            set_here = [name for name, is_set in causal_only.items() if is_set]
+            if set_here:
+                raise ValueError(f"{', '.join(set_here)} apply to causal LMs (task generation or chat) only; task "
+                                 f"'{self.task}' trains an encoder without them: remove "
+                                 f"{'it' if len(set_here) == 1 else 'them'} from the recipe")
         if not task.has_labels and self.train.metric_for_best_model in ("accuracy", "macro_f1"):
             raise ValueError(f"train.metric_for_best_model '{self.train.metric_for_best_model}' needs labels; "
                              f"task '{self.task}' picks its best checkpoint by validation `loss` (or `auto`)")
