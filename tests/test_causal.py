@@ -648,3 +648,29 @@ def test_compiled_decoder_layers_train_like_eager_ones(tiny_translation, tmp_pat
     assert abs(compiled - eager) < 0.02 * eager, (compiled, eager)
     val = [s["per_epoch"][-1]["eval_loss"] for s in (summaries["false"], summaries["true"])]
     assert abs(val[1] - val[0]) < 0.02 * val[0], val
+
+
+def test_packed_training_sees_the_same_tokens_and_loss_as_unpacked(tiny_translation, tmp_path, monkeypatch):
+    """train.packing=true through the train stage: the examples go into fewer rows, the trained tokens stay the
+    same, and the loss of the one optimizer step (every example in one batch, before any update) equals the unpacked
+    loss to rounding, since it is normalised over the batch's trained tokens and attention stays within an example."""
+    from tunewise.pipeline import open_run, run_stage
+    from tunewise.stages import RunOptions
+
+    monkeypatch.setenv("TUNEWISE_THREADS", "1")
+    summaries = {}
+    for packing in ("false", "true"):
+        rd = open_run(tiny_translation, [f"train.packing={packing}", "train.batch_size=16", "train.compile=false",
+                                         "model.max_length=256", "data.train.max_rows=16", "data.validation_fraction=0.25",
+                                         f"output_dir={tmp_path / packing}"])
+        run_stage(rd, "data", RunOptions())
+        run_stage(rd, "train", RunOptions())
+        summaries[packing] = json.loads((rd.stage_dir("train") / "train_summary.json").read_text())
+    plain, packed = summaries["false"], summaries["true"]
+    assert packed["packing"] and not plain["packing"]
+    assert packed["train_examples"] == plain["train_examples"] == plain["train_rows"] == 12
+    assert packed["train_rows"] <= 4  # 12 captions of 63-88 tokens (chat template included), three to a row of 256
+    assert packed["trained_tokens"] == plain["trained_tokens"]
+    assert packed["global_steps"] == plain["global_steps"] == 1
+    loss = [s["final_train_loss"] for s in (plain, packed)]
+    assert abs(loss[1] - loss[0]) < 1e-4 * loss[0], loss
