@@ -105,8 +105,23 @@ def convert_gguf(gguf: Path) -> Path:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     target = cache_root() / "models" / f"{gguf.stem}-{digest.hexdigest()[:16]}"
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+    if _converted(target):
         return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # two runs started at once on a fresh cache would each convert, and one would remove the folder the other reads
+    with FileLock(str(target) + ".lock"):
+        if _converted(target):  # converted by the run that held the lock
+            return target
+        return _convert_into(gguf, target, digest.hexdigest())
+
+
+def _converted(target: Path) -> bool:
+    return (target / "config.json").is_file() and any(target.glob("*.safetensors"))
+
+
+def _convert_into(gguf: Path, target: Path, sha256: str) -> Path:
     try:
         import gguf as _gguf  # noqa: F401  # transformers needs it to read the file
     except ImportError:
@@ -114,7 +129,6 @@ def convert_gguf(gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -131,7 +145,7 @@ def convert_gguf(gguf: Path) -> Path:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "SOURCE.txt").write_text(f"converted by tunewise from {gguf} (sha256 {digest.hexdigest()})\n")
+        (staging / "SOURCE.txt").write_text(f"converted by tunewise from {gguf} (sha256 {sha256})\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)  # atomic: a killed conversion never leaves a half folder under the final name
