@@ -1,6 +1,10 @@
 """Shared fixtures: a small, deterministic banking77 slice, fast recipes for it, the `tunewise` CLI as a
 subprocess, and ONE real `tunewise run` (MiniLM on CPU) that the end-to-end tests share, so the whole suite
-trains only a few times."""
+trains only a few times.
+
+The suite runs on pytest-xdist workers (`-n auto` in pyproject.toml), one per CPU up to 4, each pinned to its own
+CPU: the CLI subprocesses train on one thread, so a serial run leaves every other core idle. The shared runs are
+built once for all workers (`built_once`)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,59 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+
+# ---------------------------------------------------------------- one CPU per xdist worker
+
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... in a worker; unset in a serial run
+MAX_WORKERS = 4  # each worker builds what no other has yet; past 4 the shared runs and model loads dominate
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+
+
+if XDIST_WORKER is not None:
+    # Pinned before torch is imported, so OpenMP, the thread plan (tunewise.hardware.plan_threads reads the
+    # affinity mask) and every subprocess see one CPU: two workers with two threads each on two cores spin-wait
+    # on each other and run many times slower.
+    _cpus = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {_cpus[int(XDIST_WORKER.removeprefix("gw")) % len(_cpus)]})
+
+
+# The files that take longest (on one CPU of a 2-core AVX2 machine, 2026-12-02: 300 s down to 50 s), longest first:
+# handed out first under xdist (with --no-loadscope-reorder), so that no long file starts when the rest is done.
+SLOWEST_FILES = ("test_faults.py", "test_causal.py", "test_distributed.py", "test_guard.py", "test_streaming_causal.py",
+                 "test_streaming.py", "test_faithfulness.py", "test_streaming_eval.py", "test_gate.py", "test_probes.py",
+                 "test_monitor.py", "test_audit.py", "test_serve.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    if XDIST_WORKER is not None:  # a serial run keeps pytest's order
+        rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+        items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """build(folder) for a session fixture that every worker shares: under xdist the first worker to ask builds it
+    in a folder all workers see (beside their own temporary folders) while the others wait, then read it. The
+    shared runs are read-only to tests (they copy before changing anything), so sharing them across processes is
+    as safe as sharing them across the tests of one. A serial run builds in its own temporary folder."""
+    if XDIST_WORKER is None:
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    done = root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if done.is_file():
+            return Path(done.read_text(encoding="utf-8"))
+        folder = root / name
+        shutil.rmtree(folder, ignore_errors=True)  # left by a worker whose build failed
+        folder.mkdir()
+        result = build(folder)
+        done.write_text(str(result), encoding="utf-8")
+        return result
 
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -145,11 +202,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 @pytest.fixture(scope="session")
 def banking_slice(shared_data, tmp_path_factory) -> dict[str, Path]:
     """{"train": .jsonl, "test": .jsonl}: 6 intents x 40 train rows and 6 x 15 test rows of banking77."""
-    folder = tmp_path_factory.mktemp("banking77_slice")
-    return {
-        "train": write_jsonl(folder / "train.jsonl", banking77_rows(BANKING77 / "train.csv", SLICE_TRAIN_PER_INTENT)),
-        "test": write_jsonl(folder / "test.jsonl", banking77_rows(BANKING77 / "test.csv", SLICE_TEST_PER_INTENT)),
-    }
+    def build(folder: Path) -> Path:
+        write_jsonl(folder / "train.jsonl", banking77_rows(BANKING77 / "train.csv", SLICE_TRAIN_PER_INTENT))
+        write_jsonl(folder / "test.jsonl", banking77_rows(BANKING77 / "test.csv", SLICE_TEST_PER_INTENT))
+        return folder
+
+    folder = built_once(tmp_path_factory, "banking77_slice", build)
+    return {"train": folder / "train.jsonl", "test": folder / "test.jsonl"}
 
 
 # ---------------------------------------------------------------- recipes and the shared run
@@ -191,20 +250,23 @@ def make_recipe(banking_slice, tmp_path_factory) -> Callable[..., Path]:
 
 
 @pytest.fixture(scope="session")
-def session_recipe(make_recipe) -> Path:
-    return make_recipe("banking6")
+def session_recipe(banking_slice, tmp_path_factory) -> Path:
+    return built_once(tmp_path_factory, "recipe_banking6", lambda folder: write_recipe(
+        folder / "recipe.yaml", train=banking_slice["train"], test=banking_slice["test"], output_dir=folder / "runs"))
 
 
 @pytest.fixture(scope="session")
-def session_run(session_recipe, tunewise) -> Path:
-    """ONE full `tunewise run` (data, train, evaluate, card) on the slice; yields its run directory.
+def session_run(session_recipe, tunewise, tmp_path_factory) -> Path:
+    """ONE full `tunewise run` (data, train, evaluate, card) on the slice; returns its run directory.
     Tests must not modify it: copy it (shutil.copytree) to tamper with it or to rerun a stage."""
-    proc = tunewise("run", session_recipe)
-    assert proc.returncode == 0, f"tunewise run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    runs = sorted((session_recipe.parent / "runs").iterdir())
-    assert len(runs) == 1, runs
-    root = runs[0]
-    yield root
+    def build(_folder: Path) -> Path:
+        proc = tunewise("run", session_recipe)
+        assert proc.returncode == 0, f"tunewise run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        runs = sorted((session_recipe.parent / "runs").iterdir())
+        assert len(runs) == 1, runs
+        return runs[0]
+
+    return built_once(tmp_path_factory, "session_run", build)
 
 
 # ---------------------------------------------------------------- kill -9 and resume
@@ -272,7 +334,10 @@ def session_causal_run(shared_data, tunewise, tmp_path_factory) -> Path:
     src = shared_data / "multi30k_en_de"
     if not src.is_dir():
         pytest.skip(f"shared data not found at {src}")
-    root = tmp_path_factory.mktemp("causal")
+    return built_once(tmp_path_factory, "causal", lambda root: _build_causal_run(src, root))
+
+
+def _build_causal_run(src: Path, root: Path) -> Path:
     (root / "train.jsonl").write_text("".join((src / "train.jsonl").read_text().splitlines(True)[:CAUSAL_TRAIN_ROWS]))
     (root / "test.jsonl").write_text(
         "".join((src / "test_2016_flickr.jsonl").read_text().splitlines(True)[:CAUSAL_TEST_ROWS]))
@@ -311,7 +376,10 @@ def session_guard_run(shared_data, tunewise, tmp_path_factory) -> Path:
     test_guard (its quality and card) and test_serve (screening and blocking requests). Do not modify it."""
     if not (shared_data / "prompt_injections" / "train.jsonl").is_file():
         pytest.skip(f"{shared_data / 'prompt_injections'} not found")
-    folder = tmp_path_factory.mktemp("guard")
+    return built_once(tmp_path_factory, "guard", lambda folder: _build_guard_run(shared_data, folder, tunewise))
+
+
+def _build_guard_run(shared_data: Path, folder: Path, tunewise) -> Path:
     prep = subprocess.run([sys.executable, str(EXAMPLES / "data" / "make_guard_data.py"), "--shared", str(shared_data),
                            "--out", str(folder / "data")], capture_output=True, text=True, timeout=120)
     assert prep.returncode == 0, prep.stderr
