@@ -243,16 +243,19 @@ def make_recipe(banking_slice, tmp_path_factory) -> Callable[..., Path]:
     """make_recipe(name, **sections) -> a fast recipe over the banking77 slice, in a fresh folder whose
     runs/ subfolder is its output_dir."""
     def make(name: str = "banking6", **sections) -> Path:
-        folder = tmp_path_factory.mktemp(f"recipe_{name}")
-        return write_recipe(folder / "recipe.yaml", train=banking_slice["train"], test=banking_slice["test"],
-                            output_dir=folder / "runs", name=name, **sections)
+        return banking_recipe(tmp_path_factory.mktemp(f"recipe_{name}"), banking_slice, name=name, **sections)
     return make
+
+
+def banking_recipe(folder: Path, banking_slice: dict[str, Path], name: str = "banking6", **sections) -> Path:
+    """folder/recipe.yaml: a fast recipe over the banking77 slice whose output_dir is folder/runs."""
+    return write_recipe(folder / "recipe.yaml", train=banking_slice["train"], test=banking_slice["test"],
+                        output_dir=folder / "runs", name=name, **sections)
 
 
 @pytest.fixture(scope="session")
 def session_recipe(banking_slice, tmp_path_factory) -> Path:
-    return built_once(tmp_path_factory, "recipe_banking6", lambda folder: write_recipe(
-        folder / "recipe.yaml", train=banking_slice["train"], test=banking_slice["test"], output_dir=folder / "runs"))
+    return built_once(tmp_path_factory, "recipe_banking6", lambda folder: banking_recipe(folder, banking_slice))
 
 
 @pytest.fixture(scope="session")
