@@ -605,6 +605,9 @@ def test_compile_is_chosen_where_it_pays_and_refused_clearly_where_it_cannot_run
     amx = Placement(device="cpu", precision="bf16", reason="AMX")
     fp32 = Placement(device="cpu", precision="fp32", reason="no AMX")
     big, small = 10 * train_causal.COMPILE_MIN_TOKENS, train_causal.COMPILE_MIN_TOKENS - 1
+    monkeypatch.setattr(train_causal, "cpu_has_amx", lambda: False)  # bf16 from AVX-512 alone: compile unmeasured
+    assert not train_causal.choose_compile("auto", amx, big, False)[0]
+    monkeypatch.setattr(train_causal, "cpu_has_amx", lambda: True)
     assert train_causal.choose_compile("auto", amx, big, False)[0] is (train_causal.inductor_compiler() is not None)
     off, why = train_causal.choose_compile("auto", amx, small, False)
     assert not off and "under the 250,000" in why

@@ -380,15 +380,43 @@ def test_a_run_directory_from_an_older_tunewise_gets_a_clear_message(rd, inputs)
     assert fresh.manifest["stages"] == {} and RunDir.open(rd.root).manifest["layout"] == fresh.manifest["layout"]
 
 
-def test_bf16_autocast_only_where_the_cpu_has_amx(monkeypatch):
+def test_bf16_autocast_only_where_the_cpu_runs_it_faster(monkeypatch, tmp_path):
     import torch
 
-    from tunewise.hardware import choose_placement
+    import tunewise.hardware as hw
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    p = choose_placement("auto", "auto")
-    assert (p.device, p.precision) == ("cpu", "fp32") and "no AMX" in p.reason  # AVX-512 bf16 alone is slower
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert choose_placement("auto", "auto").precision == "bf16"
-    assert choose_placement("auto", "fp32").precision == "fp32"  # the recipe's choice wins
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path))
+
+    def machine(amx: bool, isa: list[str], speeds=None):
+        monkeypatch.setattr(hw, "cpu_has_amx", lambda: amx)
+        monkeypatch.setattr(hw, "cpu_facts", lambda: {"model": "test CPU", "isa": isa, "amx": amx})
+        if speeds is not None:
+            monkeypatch.setattr(hw, "measured_bf16_speedup", lambda: speeds)
+        hw.bf16_verdict.cache_clear()
+        return hw.choose_placement("auto", "auto")
+
+    assert machine(True, ["amx_tile", "avx512_bf16"]).precision == "bf16"
+    p = machine(False, ["avx2", "fma"])  # bf16 emulated: never measured (it would take seconds)
+    assert (p.device, p.precision) == ("cpu", "fp32") and "emulated" in p.reason
+    p = machine(False, ["avx512_bf16", "avx512f"], speeds=(155.0, 290.0))  # AVX-512 bf16 at half fp32's speed
+    assert p.precision == "fp32" and "0.53x fp32" in p.reason
+    p = machine(False, ["avx512_bf16", "avx512f"], speeds=(859.0, 200.0))  # AMD Zen 5
+    assert p.precision == "bf16" and "4.29x fp32" in p.reason and "859 against 200" in p.reason
+    assert hw.choose_placement("auto", "fp32").precision == "fp32"  # the recipe's choice wins
+    hw.bf16_verdict.cache_clear()
+
+
+def test_the_bf16_measurement_is_kept_per_machine_so_every_run_chooses_alike(monkeypatch, tmp_path):
+    import tunewise.hardware as hw
+
+    monkeypatch.setenv("TUNEWISE_CACHE", str(tmp_path))
+    if "avx512_bf16" not in hw.cpu_facts()["isa"]:
+        pytest.skip("a bf16 matmul is emulated on this CPU: measuring it would take seconds")
+    bf16, fp32 = hw.measured_bf16_speedup(size=256, seconds=0.02)
+    assert bf16 > 0 and fp32 > 0
+    kept = (tmp_path / "bf16-speed.json").read_text(encoding="utf-8")
+    assert hw.measured_bf16_speedup(size=256, seconds=0.02) == (bf16, fp32)  # read back, not measured again
+    assert (tmp_path / "bf16-speed.json").read_text(encoding="utf-8") == kept
+    (tmp_path / "bf16-speed.json").write_text("{not json", encoding="utf-8")  # a cut write: measured afresh
+    assert all(x > 0 for x in hw.measured_bf16_speedup(size=256, seconds=0.02))

@@ -3,6 +3,7 @@ where the CPU has AMX."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from contextlib import contextmanager
@@ -31,13 +32,83 @@ class Placement:
 ISA_FLAGS = ("amx_bf16", "amx_tile", "amx_int8", "avx512_bf16", "avx512f", "avx512_vnni", "avx2", "fma")
 
 
-def cpu_supports_fast_bf16() -> bool:
-    """True where bf16 matmuls beat fp32: AMX tiles only. Measured on these machines: with AMX a 2048² bf16 matmul
-    ran at about 2,850 GFLOP/s against about 300 in fp32; with AVX-512 bf16 but no AMX it ran at 149-161 against
-    290 in fp32, so there bf16 autocast would halve the speed."""
+# bf16 autocast is chosen without AMX only where a bf16 matmul measured at least this much faster than fp32: autocast
+# adds casts, and a small win in the matmuls is lost to them
+BF16_MIN_SPEEDUP = 1.5
+
+
+def cpu_has_amx() -> bool:
     import torch
 
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def cpu_supports_fast_bf16() -> bool:
+    return bf16_verdict()[0]
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_verdict() -> tuple[bool, str]:
+    """Whether bf16 autocast pays on this CPU, and why. The ISA decides where it can: AMX tiles (a 2048² bf16 matmul
+    at ~2,850 GFLOP/s against ~300 in fp32) and no bf16 instructions at all (emulated: 0.28 against 111). Between
+    them, AVX-512 bf16 without AMX differs by CPU: 149-161 against 290 in fp32 on one machine, 859 against 200 on
+    an AMD Zen 5. There a short matmul measurement decides (`measured_bf16_speedup`, kept on disk per machine)."""
+    if cpu_has_amx():
+        return True, "CPU has AMX bf16 tiles"
+    facts = cpu_facts()
+    if facts["amx"] is None:  # no x86 flags to read (not Linux, or not x86)
+        return False, "CPU flags unknown here (no /proc/cpuinfo flags): fp32, the safe choice"
+    if "avx512_bf16" not in facts["isa"]:
+        return False, "CPU has no bf16 instructions (no AMX, no AVX-512 bf16): bf16 would be emulated, far slower"
+    bf16, fp32 = measured_bf16_speedup()
+    ratio = bf16 / fp32
+    measured = f"a bf16 matmul ran {ratio:.2f}x fp32 here ({bf16:.0f} against {fp32:.0f} GFLOP/s)"
+    if ratio >= BF16_MIN_SPEEDUP:
+        return True, f"CPU has AVX-512 bf16 without AMX, and {measured}"
+    return False, f"CPU has no AMX, and {measured}: under the {BF16_MIN_SPEEDUP:g}x at which bf16 autocast pays"
+
+
+def measured_bf16_speedup(size: int = 1024, seconds: float = 0.2) -> tuple[float, float]:
+    """(bf16, fp32) GFLOP/s of a size² matmul at this process's thread count, best of the repeats that fit in
+    `seconds` each. Kept in the tunewise cache, keyed by the CPU, its flags, the threads and torch's version, so
+    every stage and every later run on this machine makes the same choice (a fresh measurement could flip a
+    near-tie between runs)."""
+    import json
+    import time
+
+    import torch
+
+    from tunewise.models import cache_root
+
+    facts = cpu_facts()
+    key = f"{facts['model']}|{','.join(facts['isa'])}|{torch.get_num_threads()} threads|torch {torch.__version__}"
+    store = cache_root() / "bf16-speed.json"
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+        if isinstance(known.get(key), list) and len(known[key]) == 2:
+            return float(known[key][0]), float(known[key][1])
+    except (OSError, ValueError, AttributeError, TypeError):
+        known = {}
+
+    def gflops(dtype) -> float:
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up: kernel selection and first-touch of the output
+        best, end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            a @ b
+            best = max(best, 2 * size ** 3 / (time.perf_counter() - t0) / 1e9)
+        return best
+
+    result = (gflops(torch.bfloat16), gflops(torch.float32))
+    try:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: list(result)}, indent=1), encoding="utf-8")
+        tmp.replace(store)
+    except OSError:  # a read-only cache: measure again next time
+        pass
+    return result
 
 
 def cpu_facts() -> dict:
@@ -58,7 +129,7 @@ def cpu_facts() -> dict:
     return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus_available": affinity_cpus(),
             "cpu_quota": cpu_quota(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "tunewise_threads": os.environ.get(THREADS_ENV),
-            "fast_bf16": "amx_tile" in flags if flags else cpu_supports_fast_bf16()}
+            "amx": "amx_tile" in flags if flags else None}
 
 
 # ---------------------------------------------------------------- threads: follow the CPUs the process may use
@@ -242,9 +313,8 @@ def choose_placement(device: str = "auto", precision: str = "auto") -> Placement
     if use_cuda:
         ok = torch.cuda.is_bf16_supported()
         return Placement(dev, "bf16" if ok else "fp32", "GPU supports bf16" if ok else "GPU lacks bf16")
-    ok = cpu_supports_fast_bf16()
-    return Placement(dev, "bf16" if ok else "fp32", "CPU has AMX bf16 tiles" if ok else
-                     "CPU has no AMX: bf16 matmuls would be slower than fp32 here")
+    ok, why = bf16_verdict()
+    return Placement(dev, "bf16" if ok else "fp32", why)
 
 
 # Under torchrun / accelerate launch every rank runs `tunewise run`. Rank 0 prepares the data and audits it while

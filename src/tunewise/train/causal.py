@@ -20,7 +20,7 @@ from typing import Any
 from tunewise.artifacts.rows import records_dataset
 from tunewise.artifacts.train import CausalTrainSummary
 from tunewise.errors import DataError, RecipeError
-from tunewise.hardware import ThreadPlan, World, choose_placement, plan_threads
+from tunewise.hardware import ThreadPlan, World, choose_placement, cpu_has_amx, plan_threads
 from tunewise.models import ResolvedModel
 from tunewise.recipe import Recipe
 from tunewise.rundir import atomic_write_jsonl, atomic_write_text
@@ -163,8 +163,8 @@ def choose_compile(setting: bool | str, placement, processed_tokens: int, checkp
             raise RecipeError("train.compile=true: torch.compile needs a C++ compiler on a CPU (g++ or clang++, or "
                               "set CXX); install one, or set train.compile=auto")
         return True, "train.compile=true"
-    if placement.device != "cpu" or placement.precision != "bf16":
-        return False, "auto: measured to pay on CPUs with bf16 (AMX) only; set train.compile=true to try it here"
+    if placement.device != "cpu" or placement.precision != "bf16" or not cpu_has_amx():
+        return False, "auto: measured to pay on AMX CPUs only; set train.compile=true to try it here"
     if checkpointing:
         return False, "auto: not with gradient checkpointing"
     if processed_tokens < COMPILE_MIN_TOKENS:
@@ -172,7 +172,7 @@ def choose_compile(setting: bool | str, placement, processed_tokens: int, checkp
                        f"one-time compile pays")
     if inductor_compiler() is None:
         return False, "auto: no C++ compiler for inductor (g++ or clang++)"
-    return True, f"auto: {processed_tokens:,} processed tokens on a CPU with bf16"
+    return True, f"auto: {processed_tokens:,} processed tokens on an AMX CPU"
 
 
 def compile_decoder_layers(model) -> int:
