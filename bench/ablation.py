@@ -118,7 +118,9 @@ def paired_over_seeds(cell: dict[int, dict], ref: dict[int, dict], seed: int = 0
 
 
 def cpu_label(cpu: dict) -> str:
-    return f"CPU {cpu.get('model')}, AMX {'yes' if 'amx_tile' in cpu.get('isa', []) else 'no'}"
+    isa = cpu.get("isa", [])
+    return (f"CPU {cpu.get('model')}, AMX {'yes' if 'amx_tile' in isa else 'no'}"
+            + (", AVX-512 bf16" if "avx512_bf16" in isa and "amx_tile" not in isa else ""))
 
 
 def report(results: list[dict], reference: str, cells: list[str], speed_invalid: str = "") -> str:
