@@ -43,10 +43,6 @@ def cpu_has_amx() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def cpu_supports_fast_bf16() -> bool:
-    return bf16_verdict()[0]
-
-
 @functools.lru_cache(maxsize=1)
 def bf16_verdict() -> tuple[bool, str]:
     """Whether bf16 autocast pays on this CPU, and why. The ISA decides where it can: AMX tiles (a 2048² bf16 matmul
@@ -78,7 +74,9 @@ def measured_bf16_speedup(size: int = 1024, seconds: float = 0.2) -> tuple[float
 
     import torch
 
+    from tunewise.errors import DiskFullError
     from tunewise.models import cache_root
+    from tunewise.rundir import atomic_write_json
 
     facts = cpu_facts()
     key = f"{facts['model']}|{','.join(facts['isa'])}|{torch.get_num_threads()} threads|torch {torch.__version__}"
@@ -102,11 +100,8 @@ def measured_bf16_speedup(size: int = 1024, seconds: float = 0.2) -> tuple[float
 
     result = (gflops(torch.bfloat16), gflops(torch.float32))
     try:
-        store.parent.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_name(f"{store.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({**known, key: list(result)}, indent=1), encoding="utf-8")
-        tmp.replace(store)
-    except OSError:  # a read-only cache: measure again next time
+        atomic_write_json(store, {**known, key: list(result)})
+    except (OSError, DiskFullError):  # a read-only or full cache: measure again next time
         pass
     return result
 
