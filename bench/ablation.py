@@ -119,7 +119,8 @@ def paired_over_seeds(cell: dict[int, dict], ref: dict[int, dict], seed: int = 0
 
 def cpu_label(cpu: dict) -> str:
     isa = cpu.get("isa", [])
-    return (f"CPU {cpu.get('model')}, AMX {'yes' if 'amx_tile' in isa else 'no'}"
+    ident = f" ({cpu['cpu_id']})" if cpu.get("cpu_id") else ""  # runs recorded before 2026-12-02 lack it
+    return (f"CPU {cpu.get('model')}{ident}, AMX {'yes' if 'amx_tile' in isa else 'no'}"
             + (", AVX-512 bf16" if "avx512_bf16" in isa and "amx_tile" not in isa else ""))
 
 

@@ -113,6 +113,8 @@ def test_new_run_directory_layout(rd, tmp_path):
     assert "git_revision" in manifest and "torch" in manifest["packages"]
     cpu = manifest["platform"]["cpu"]  # results are bit-identical only on the same CPU kind: the manifest says which
     assert cpu["model"] and isinstance(cpu["isa"], list) and cpu["cpus_available"] >= 1
+    if Path("/proc/cpuinfo").exists():  # one model name covers CPU generations: family and model tell them apart
+        assert " family " in cpu["cpu_id"] and " model " in cpu["cpu_id"]
     assert validate_recipe(yaml.safe_load((rd.root / RECIPE).read_text())) == rd.recipe
 
 

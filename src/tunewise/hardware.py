@@ -79,7 +79,8 @@ def measured_bf16_speedup(size: int = 1024, seconds: float = 0.2) -> tuple[float
     from tunewise.rundir import atomic_write_json
 
     facts = cpu_facts()
-    key = f"{facts['model']}|{','.join(facts['isa'])}|{torch.get_num_threads()} threads|torch {torch.__version__}"
+    key = (f"{facts['model']}|{facts['cpu_id']}|{','.join(facts['isa'])}|{torch.get_num_threads()} threads"
+           f"|torch {torch.__version__}")
     store = cache_root() / "bf16-speed.json"
     try:
         known = json.loads(store.read_text(encoding="utf-8"))
@@ -110,19 +111,25 @@ def cpu_facts() -> dict:
     """The CPU model, the ISA flags that matter for precision, and the CPUs this process may use: kernels differ
     between CPU kinds, so bit-identical results need the same kind. Reads /proc/cpuinfo; never imports torch, so
     making a run directory stays fast."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, ident = platform.processor() or platform.machine(), set(), {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "model name":
                 model = value.strip()
+            elif key.strip() in ("vendor_id", "cpu family", "model"):
+                ident[key.strip()] = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
                 break
     except OSError:  # not Linux: the model name from platform, no flags
         pass
-    return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags], "cpus_available": affinity_cpus(),
-            "cpu_quota": cpu_quota(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    # Clouds name CPU generations alike ("AMD EPYC" is Zen 4 and Zen 5): vendor, family and model tell them apart.
+    cpu_id = (f"{ident.get('vendor_id', '?')} family {ident.get('cpu family', '?')} model {ident.get('model', '?')}"
+              if ident else None)
+    return {"model": model, "cpu_id": cpu_id, "isa": [f for f in ISA_FLAGS if f in flags],
+            "cpus_available": affinity_cpus(), "cpu_quota": cpu_quota(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
             "tunewise_threads": os.environ.get(THREADS_ENV),
             "amx": "amx_tile" in flags if flags else None}
 
