@@ -11,7 +11,8 @@ Same model (`smollm2`), same rows, prompt ("Summarize the dialogue.\\n\\n{dialog
 template, the summary as the assistant turn), same max_length, batch size, learning rate, epochs, seed, LoRA (r, alpha,
 dropout, all-linear targets) and thread count for both sides. Everything else is each side's own default:
   tunewise  the real train stage (`tunewise.pipeline.open_run` + `run_stage(rd, "train")`) on a recipe with only
-            those settings: precision auto (bf16 autocast on AMX CPUs, LoRA's frozen linears stored in bf16),
+            those settings: precision auto (bf16 autocast where the CPU runs bf16 faster: AMX, or AVX-512 bf16
+            that measures ≥ 1.5× fp32; LoRA's frozen linears then stored in bf16),
             length-grouped dynamic batches, warm-up 6%, weight decay 0.01; prompt cut from the left when an example is over max_length;
             started on tcmalloc (or jemalloc) where one is installed, as the `tunewise` command starts itself;
             decoder layers compiled by torch.compile from 250k processed tokens (train.compile=auto).
@@ -33,8 +34,9 @@ Throughput is tokens over the wall time of `trainer.train()` (tunewise: its trai
 validation, of which there is none here: no validation split), model loading and data preparation excluded.
 
 Model FLOPs utilization: MFU = model FLOPs per second / the larger of the fp32 and bf16 matmul peaks measured in this
-invocation (square 2048 matmuls at the same thread count, best of several timed trials): bf16 on AMX CPUs, fp32 on
-CPUs where bf16 is slower (AVX-512 bf16 without AMX). The CPU model, its ISA flags and AMX are recorded. Model FLOPs per processed token, for LoRA:
+invocation (square 2048 matmuls at the same thread count, best of several timed trials): bf16 on AMX CPUs and AMD
+Zen 4/5, fp32 on CPUs where bf16 is slower (an Intel AVX-512 bf16 part without AMX). The CPU model, its ISA flags and
+AMX are recorded. Model FLOPs per processed token, for LoRA:
   4 * N_frozen + 6 * N_lora
   (forward 2N; backward 2N for the activation gradients only, since frozen weights get no weight gradients; the
   adapter weights are trained fully, 6 per parameter). Attention-score FLOPs (~4 * layers * d_model * context per
@@ -350,7 +352,8 @@ def has_amx(facts: dict) -> bool:
 
 def child_peak(cfg: dict) -> dict:
     """This machine's matmul peaks at the benchmark's thread count, fp32 and bf16 (2048² matmuls, best of several
-    trials). MFU is taken against the larger: bf16 on AMX CPUs, fp32 where bf16 is slower (AVX-512 bf16 without AMX)."""
+    trials). MFU is taken against the larger: bf16 on AMX CPUs and AMD Zen 4/5, fp32 where bf16 is slower (an
+    Intel AVX-512 bf16 part without AMX)."""
     import torch
 
     fp32, fp32_trials = matmul_gflops(torch.float32, cfg["peak_seconds"] / 2)
