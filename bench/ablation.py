@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -216,7 +217,7 @@ def main() -> None:
     cpus = sorted({r.get("cpu", "not recorded") for r in done if r["cell"] in cells})
     table = report(done, args.reference, cells, speed_invalid="shared machine" if args.shared_machine
                    else "runs on different CPUs" if len(cpus) > 1 else "")
-    command = "python bench/ablation.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    command = "python bench/ablation.py " + shlex.join(a for a in sys.argv[1:] if a != "--report-only")
     finished = {(r["cell"], r["seed"]) for r in done}
     missing = [f"{c} seed {s}" for s in seeds for c in cells if (c, s) not in finished]
     text = (f"Reproduce: `{command}` ({time.strftime('%Y-%m-%d')}; {args.dataset}, {len(train):,} train and "
