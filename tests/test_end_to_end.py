@@ -97,6 +97,18 @@ def test_model_card_links_the_datasheet_and_summarises_the_audit(run):
     assert "<h2>Data audit</h2>" in html and "audit/datacard.md" in html and "<td>leak</td>" in html
 
 
+def test_model_card_names_the_cpu_kind_it_was_trained_on(run):
+    """Bit-identical reruns need the same CPU kind, and one model name covers several ("AMD EPYC")."""
+    from tunewise.hardware import cpu_facts
+
+    hardware = json.loads((run / "model" / "train_summary.json").read_text())["hardware"]
+    card = (run / "card" / "README.md").read_text(encoding="utf-8")
+    assert f"Trained on {hardware['cpu_model']} (" in card
+    assert hardware["cpu_id"] == cpu_facts()["cpu_id"]
+    if hardware["cpu_id"]:  # Linux: from /proc/cpuinfo
+        assert hardware["cpu_id"] in card
+
+
 def test_report_is_self_contained_with_inline_svg_plots(run):
     html = (run / "report.html").read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")

@@ -32,6 +32,7 @@ class TrainingHardware(Strict):
     threads_per_process: int = Field(description="torch intra-op threads of each process.")
     threads_reason: str = Field(description="Why that many: TUNEWISE_THREADS / OMP_NUM_THREADS, or the CPUs the process may use (affinity, cgroup quota) shared among the processes.")
     cpu_model: str = Field(description="The CPU model name (/proc/cpuinfo).")
+    cpu_id: str | None = Field(default=None, description="Vendor, family and model number (/proc/cpuinfo), e.g. `AuthenticAMD family 25 model 17`: one model name can cover CPU generations (`AMD EPYC` is Zen 4 and Zen 5). Null off Linux and in runs made before it was recorded.")
     cpu_isa: list[str] = Field(description="ISA flags that change kernels and speed (amx_bf16, amx_tile, avx512_bf16, avx512f, avx2, ...).")
     cpu_quota: float | None = Field(description="The cgroup CPU quota in CPUs; null when unlimited.")
     gpu: str | None = Field(description="The GPU name (rank 0's); null on CPU.")

@@ -231,7 +231,8 @@ def trained_on(ts: TrainSummary) -> str | None:
     hw = ts.hardware
     if hw is None:
         return None
-    where = hw.gpu or f"{hw.cpu_model} ({', '.join(hw.cpu_isa) or 'no ISA flags recorded'})"
+    ident = f", {hw.cpu_id}" if hw.cpu_id else ""
+    where = hw.gpu or f"{hw.cpu_model} ({', '.join(hw.cpu_isa) or 'no ISA flags recorded'}{ident})"
     procs = (f"{hw.world_size} processes ({hw.strategy}, {hw.backend})" if hw.world_size > 1 else "1 process")
     return (f"Trained on {where}, {procs}, {hw.threads_per_process} thread(s) per process, {ts.precision}. "
             f"Bit-identical results need the same {'GPU' if hw.gpu else 'CPU'} kind, thread count and number of "

@@ -152,7 +152,8 @@ def hardware_record(recipe: Recipe, placement: Placement, world: World, threads:
             "strategy": strategy(recipe, world.size),
             "backend": backend(recipe, placement.device) if world.size > 1 else None,
             "threads_per_process": threads.threads, "threads_reason": threads.reason,
-            "cpu_model": cpu["model"], "cpu_isa": cpu["isa"], "cpu_quota": cpu["cpu_quota"], "gpu": gpu,
+            "cpu_model": cpu["model"], "cpu_id": cpu["cpu_id"], "cpu_isa": cpu["isa"], "cpu_quota": cpu["cpu_quota"],
+            "gpu": gpu,
             "attention": attention, "liger": recipe.train.liger, "allocator": allocator_in_use()}
 
 
