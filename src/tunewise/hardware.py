@@ -115,11 +115,12 @@ def cpu_facts() -> dict:
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             key, _, value = line.partition(":")
-            if key.strip() == "model name":
+            key = key.strip()
+            if key == "model name":
                 model = value.strip()
-            elif key.strip() in ("vendor_id", "cpu family", "model"):
-                ident[key.strip()] = value.strip()
-            elif key.strip() == "flags":
+            elif key in ("vendor_id", "cpu family", "model"):
+                ident[key] = value.strip()
+            elif key == "flags":
                 flags = set(value.split())
                 break
     except OSError:  # not Linux: the model name from platform, no flags
