@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _cpu import cpu_label  # bench/_cpu.py, beside this script
 from _docs import replace_block  # bench/_docs.py, beside this script
 from classification import child_hf_trainer, child_tunewise, load_dataset_rows, write_jsonl
 
@@ -116,13 +117,6 @@ def paired_over_seeds(cell: dict[int, dict], ref: dict[int, dict], seed: int = 0
         boot[b] = np.mean([deltas[s, rng.integers(0, rows, rows)].mean() for s in pick])
     out.update(boot_low=float(np.quantile(boot, 0.025)), boot_high=float(np.quantile(boot, 0.975)))
     return out
-
-
-def cpu_label(cpu: dict) -> str:
-    isa = cpu.get("isa", [])
-    ident = f" ({cpu['cpu_id']})" if cpu.get("cpu_id") else ""  # runs recorded before 2026-12-02 lack it
-    return (f"CPU {cpu.get('model')}{ident}, AMX {'yes' if 'amx_tile' in isa else 'no'}"
-            + (", AVX-512 bf16" if "avx512_bf16" in isa and "amx_tile" not in isa else ""))
 
 
 def report(results: list[dict], reference: str, cells: list[str], speed_invalid: str = "") -> str:

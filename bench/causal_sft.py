@@ -59,6 +59,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from _cpu import has_amx, matmul_gflops  # bench/_cpu.py, beside this script
 from _docs import replace_block  # bench/_docs.py, beside this script
 
 from tunewise.hardware import cpu_facts
@@ -319,35 +320,6 @@ def child_trl(work: Path, cfg: dict, side: str = "trl") -> dict:
                          "use_cpu": args.use_cpu, "allocator": allocator_in_use()},
             "own_report": {"prepared_examples": len(prepared), "trained_tokens_per_epoch": trained_per_epoch,
                            "num_tokens_logged": trainer._total_train_tokens}}
-
-
-def matmul_gflops(dtype, seconds: float, n: int = 2048) -> tuple[float, int]:
-    """Best GFLOP/s of n x n @ n x n matmuls in `dtype` at the current thread count, over `seconds`; (best, trials)."""
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    a @ b
-    t0 = time.perf_counter()
-    a @ b
-    once = time.perf_counter() - t0
-    if once > 1.0:  # an emulated dtype (bf16 on an AVX2-only CPU: ~1 GFLOP/s): one timed matmul says enough
-        return 2 * n ** 3 / once / 1e9, 1
-    a @ b
-    best, trials = 0.0, 0
-    deadline = time.perf_counter() + seconds
-    while trials < 3 or time.perf_counter() < deadline:
-        t0, reps = time.perf_counter(), 0
-        while reps < 4 or time.perf_counter() - t0 < 0.25:
-            a @ b
-            reps += 1
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
-        trials += 1
-    return best / 1e9, trials
-
-
-def has_amx(facts: dict) -> bool:
-    """From tunewise's cpu_facts; results written before 2026-12-02 said "fast_bf16", which meant AMX then."""
-    return bool(facts.get("amx", facts.get("fast_bf16")))
 
 
 def child_peak(cfg: dict) -> dict:

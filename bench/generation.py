@@ -48,6 +48,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+    from _cpu import cpu_label  # bench/_cpu.py, beside this script
 
     from tunewise.data.prepare import example_checker
     from tunewise.data.readers import read_records
@@ -149,15 +150,14 @@ def main() -> None:
                     f"second ({result['cpu_speedup_over_baseline']:.2f}x per CPU second), a change of precision "
                     f"that changed {changed} of {len(examples)} outputs; decoder ({placement.precision}) − "
                     f"{args.baseline_precision}, paired bootstrap 95% CI over the dialogues: {metric_text}.")
-    ident = f" ({facts['cpu_id']})" if facts.get("cpu_id") else ""
     table = (f"Reproduce: `python bench/generation.py {shlex.join(sys.argv[1:])}` ({result['date']}; load average "
              f"{load_avg:.2f} at the end)\n\n"
              "| side | generated tok/s (wall) | tok/s per CPU second | identical outputs |\n|---|---:|---:|---:|\n"
              + "\n".join(lines) + "\n\n" + verdict +
              f" {len(examples)} DialogSum test dialogues, {result['model']}, max_new_tokens "
              f"{result['max_new_tokens']}, batch {result['generation_batch_size']}, {threads} thread(s), "
-             f"{tokens['tunewise'] // args.repeats:,} tokens generated per pass; CPU {facts.get('model')}{ident}, AMX "
-             f"{'yes' if facts.get('amx') else 'no'}; torch {torch.__version__}.")
+             f"{tokens['tunewise'] // args.repeats:,} tokens generated per pass; {cpu_label(facts)}; torch "
+             f"{torch.__version__}.")
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
